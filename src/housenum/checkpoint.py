@@ -1,0 +1,81 @@
+"""Checkpoints: written atomically, loaded from a run folder or a .pt file, shipped or trained."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from housenum.errors import ModelError
+from housenum.io import atomic_path
+from housenum.models import create_model
+
+FORMAT = "housenum-checkpoint/1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_DIGIT_MODEL = WEIGHTS_DIR / "digits.pt"
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    name: str
+    channels: int
+    config: dict
+    path: Path
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Save so that an interruption at any moment leaves the previous file intact."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+
+
+def read_checkpoint(path: Path) -> dict:
+    if not path.exists():
+        raise ModelError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        raise ModelError(f"{path}: not a readable housenum checkpoint ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a housenum checkpoint")
+    return state
+
+
+def checkpoint_path(source: str | Path | None) -> Path:
+    """A run folder means its best checkpoint; None means the shipped digit model."""
+    if source is None:
+        if not DEFAULT_DIGIT_MODEL.exists():
+            raise ModelError("no shipped digit model in this install; pass --model RUN_DIR")
+        return DEFAULT_DIGIT_MODEL
+    path = Path(source)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).exists():
+                return path / name
+        raise ModelError(f"{path}: run folder has no best.pt or last.pt")
+    if not path.exists():
+        raise ModelError(f"{path}: no such run folder or checkpoint")
+    return path
+
+
+def load_model(source: str | Path | None = None) -> LoadedModel:
+    path = checkpoint_path(source)
+    state = read_checkpoint(path)
+    model = create_model(state["model"], state["channels"])
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as e:
+        raise ModelError(f"{path}: weights do not fit model '{state['model']}' ({e})") from None
+    model.eval()
+    return LoadedModel(model, state["model"], state["channels"], state.get("config", {}), path)
+
+
+def read_config(run_dir: Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,82 @@
+"""Digit data: one entry point, `load_digits(spec)`, for every source the tool accepts.
+
+Specs: a path to a course `.h5`, an official `*_32x32.mat`, or an `.npz`; `svhn` or `svhn:extra`
+(the official cropped files, downloaded once into the cache); `synthetic[:N]` (built in, offline).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from housenum.data.digits import DigitData, DigitSet
+from housenum.errors import DataFormatError
+
+DEFAULT_SPEC = "synthetic"
+SYNTHETIC_TRAIN = 12000
+
+
+def load_digits(spec: str = DEFAULT_SPEC, channels: int | None = None) -> DigitData:
+    """Load a dataset by spec; `channels` 1 converts to greyscale, 3 requires colour."""
+    data = _load(spec)
+    return data if channels is None else data.with_channels(channels)
+
+
+def _load(spec: str) -> DigitData:
+    from housenum.data import formats
+
+    name, _, arg = spec.partition(":")
+    if name == "synthetic":
+        return _synthetic(arg)
+    if name == "svhn" and not Path(spec).exists():
+        return _official(arg)
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        return formats.load_course_h5(path)
+    if suffix == ".mat":
+        return formats.load_official_mat(path)
+    if suffix == ".npz":
+        return formats.load_npz(path)
+    if not path.exists():
+        raise DataFormatError(
+            f"unknown data '{spec}': give a .h5, .mat or .npz file, 'svhn', 'svhn:extra' or 'synthetic'"
+        )
+    raise DataFormatError(f"{path}: unsupported file type '{suffix}' (expected .h5, .mat or .npz)")
+
+
+def _synthetic(arg: str) -> DigitData:
+    from housenum.data.synthetic import synthetic_digits
+
+    try:
+        n_train = int(arg) if arg else SYNTHETIC_TRAIN
+    except ValueError:
+        raise DataFormatError(f"synthetic:N needs a whole number, got '{arg}'") from None
+    if n_train < 10:
+        raise DataFormatError("synthetic:N needs N >= 10")
+    return DigitData(
+        f"synthetic:{n_train}",
+        synthetic_digits(n_train, seed=1),
+        synthetic_digits(max(n_train // 4, 10), seed=2),
+    )
+
+
+def _official(arg: str) -> DigitData:
+    import numpy as np
+
+    from housenum.data.download import fetch
+    from housenum.data.formats import read_official_mat
+
+    if arg not in ("", "extra"):
+        raise DataFormatError(f"unknown svhn variant '{arg}': use 'svhn' or 'svhn:extra'")
+    train = read_official_mat(fetch("train_32x32.mat"))
+    if arg == "extra":
+        extra = read_official_mat(fetch("extra_32x32.mat"))
+        train = DigitSet(
+            np.concatenate([train.images, extra.images]),
+            np.concatenate([train.labels, extra.labels]),
+        )
+    test = read_official_mat(fetch("test_32x32.mat"))
+    return DigitData(f"svhn{':' + arg if arg else ''}", train, test)
+
+
+__all__ = ["DEFAULT_SPEC", "DigitData", "DigitSet", "load_digits"]

@@ -1,0 +1,127 @@
+"""Readers for the real SVHN digit formats: the course .h5, the official _32x32.mat, and .npz."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.io
+
+from housenum.data.digits import DigitData, DigitSet
+from housenum.data.splits import holdout_by_source
+from housenum.errors import DataFormatError
+
+COURSE_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise DataFormatError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataFormatError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise DataFormatError(f"{path}: file is empty")
+
+
+def load_course_h5(path: str | Path) -> DigitData:
+    """The course file `SVHN_single_grey1.h5`: greyscale float pixels 0..255, labels 0..9."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in COURSE_KEYS if k not in f]
+            if missing:
+                raise DataFormatError(
+                    f"{path}: missing dataset(s) {', '.join(missing)}; "
+                    f"the course file has {', '.join(COURSE_KEYS)}"
+                )
+            arrays = {k: f[k][()] for k in COURSE_KEYS}
+    except OSError as e:
+        raise DataFormatError(f"{path}: not a readable HDF5 file ({e})") from None
+    splits = {}
+    for name in ("train", "val", "test"):
+        x, y = arrays[f"X_{name}"], arrays[f"y_{name}"]
+        if x.ndim != 3 or x.shape[1:] != (32, 32):
+            raise DataFormatError(f"{path}: X_{name} must be (N, 32, 32), got {x.shape}")
+        try:
+            splits[name] = DigitSet(x.astype(np.float32), y)
+        except DataFormatError as e:
+            raise DataFormatError(f"{path}: {name} split: {e}") from None
+    return DigitData(path.name, splits["train"], splits["test"], {"val": splits["val"]})
+
+
+def read_official_mat(path: str | Path) -> DigitSet:
+    """One official `*_32x32.mat` (MATLAB v5): X (32, 32, 3, N) uint8, y (N, 1) with 10 for 0."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["X", "y"])
+    except Exception as e:  # scipy raises many types for corrupt or truncated files
+        raise DataFormatError(f"{path}: not a readable MATLAB .mat file ({e})") from None
+    for key in ("X", "y"):
+        if key not in mat:
+            raise DataFormatError(f"{path}: missing variable '{key}' (official files have X and y)")
+    x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise DataFormatError(f"{path}: X must be (32, 32, 3, N), got {x.shape}")
+    if x.shape[3] != len(y):
+        raise DataFormatError(f"{path}: X has {x.shape[3]} images but y has {len(y)} labels")
+    if y.size and (y.min() < 1 or y.max() > 10):
+        raise DataFormatError(f"{path}: labels must be 1..10 (10 means digit 0), found {y.min()}..{y.max()}")
+    images = np.ascontiguousarray(np.transpose(x, (3, 0, 1, 2)), dtype=np.uint8)
+    return DigitSet(images, np.where(y == 10, 0, y))
+
+
+def load_official_mat(path: str | Path) -> DigitData:
+    """A train file uses the `test_32x32.mat` beside it as its test split when there is one."""
+    path = Path(path)
+    data = read_official_mat(path)
+    sibling = path.with_name(path.name.replace("train", "test").replace("extra", "test"))
+    if sibling != path and sibling.exists():
+        return DigitData(path.name, data, read_official_mat(sibling))
+    train, test = _fixed_holdout(data)
+    return DigitData(path.name, train, test)
+
+
+def load_npz(path: str | Path) -> DigitData:
+    """An .npz with X (N, 32, 32[, 3]) and y (N,), and optionally source_image (N,).
+
+    The test split is 20% of the source photos (a stable hash), or a fixed 20% when sources
+    are unknown.
+    """
+    path = Path(path)
+    _require_file(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("X", "y") if k not in f.files]
+            if missing:
+                raise DataFormatError(
+                    f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(f.files) or 'none'}"
+                )
+            x, y = f["X"], f["y"]
+            sources = f["source_image"] if "source_image" in f.files else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataFormatError(f"{path}: not a readable .npz file ({e})") from None
+    if x.ndim not in (3, 4) or x.shape[1:3] != (32, 32):
+        raise DataFormatError(f"{path}: X must be (N, 32, 32) or (N, 32, 32, 3), got {x.shape}")
+    if x.dtype != np.uint8:
+        if x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 255 or np.isnan(x).any()):
+            raise DataFormatError(f"{path}: X pixels must be 0..255")
+        x = x.astype(np.float32)
+    try:
+        data = DigitSet(x, y, sources)
+    except DataFormatError as e:
+        raise DataFormatError(f"{path}: {e}") from None
+    if data.sources is not None:
+        train, test = holdout_by_source(data, 0.2, salt="test")
+    else:
+        train, test = _fixed_holdout(data)
+    return DigitData(path.name, train, test)
+
+
+def _fixed_holdout(data: DigitSet, fraction: float = 0.2) -> tuple[DigitSet, DigitSet]:
+    order = np.random.default_rng(0).permutation(len(data))
+    n_test = int(round(len(data) * fraction))
+    return data.subset(np.sort(order[n_test:])), data.subset(np.sort(order[:n_test]))

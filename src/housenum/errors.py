@@ -1,0 +1,21 @@
+"""One exception type per kind of user mistake; the CLI and HTTP layer turn them into messages."""
+
+
+class HousenumError(Exception):
+    """Base class: a problem the user can fix, reported as one clear line."""
+
+
+class DataFormatError(HousenumError):
+    """A data file or spec is missing, corrupt, or not in the expected layout."""
+
+
+class ImageError(HousenumError):
+    """An image cannot be read: not an image, truncated, empty, or too large."""
+
+
+class ModelError(HousenumError):
+    """A model name, run folder or checkpoint is unknown or unusable."""
+
+
+class DownloadError(HousenumError):
+    """A download failed or its file did not match the expected size or checksum."""

@@ -1,0 +1,63 @@
+"""A small pre-activation-free ResNet for 32x32 crops: the stronger family beyond the notebook.
+
+Per-image standardisation is the first layer, so the model sees the same input whatever the
+photo's brightness, and export/inference need no separate normalisation step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from housenum.models import register
+from housenum.models.layers import PerImageStandardize
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity() if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class ResNet(nn.Module):
+    """Stem, then one stage per width (the first at full resolution, each next one halving it)."""
+
+    def __init__(self, channels: int, widths: tuple[int, ...], blocks: int = 1, classes: int = 10) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            PerImageStandardize(),
+            nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
+        ]
+        cin = widths[0]
+        for i, w in enumerate(widths):
+            for b in range(blocks):
+                layers.append(BasicBlock(cin, w, stride=2 if (i > 0 and b == 0) else 1))
+                cin = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register("resnet", channels=3, epochs=30, batch_size=128, lr=2e-3, recipe="strong",
+          description="small ResNet, widths 32-64-128-256, one block each, per-image standardised RGB")
+def resnet(channels: int) -> nn.Module:
+    return ResNet(channels, (32, 64, 128, 256))
+
+
+@register("resnet_wide", channels=3, epochs=30, batch_size=128, lr=2e-3, recipe="strong",
+          description="wider ResNet, widths 48-96-192-384, one block each")
+def resnet_wide(channels: int) -> nn.Module:
+    return ResNet(channels, (48, 96, 192, 384))

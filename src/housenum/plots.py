@@ -1,0 +1,98 @@
+"""The figures a data scientist expects: samples, class balance, curves, confusion, mistakes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from housenum.io import atomic_path  # noqa: E402
+
+
+def save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _show(ax, image: np.ndarray) -> None:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def image_grid(images: np.ndarray, titles: list[str], cols: int = 10, title: str = ""):
+    rows = max(1, int(np.ceil(len(images) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, t in zip(axes.flat, images, titles):
+        ax.axis("on")
+        _show(ax, img)
+        ax.set_title(t, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def class_balance(counts: dict[str, np.ndarray]):
+    fig, ax = plt.subplots(figsize=(7, 3))
+    width = 0.8 / len(counts)
+    for i, (split, c) in enumerate(counts.items()):
+        ax.bar(np.arange(10) + i * width, c, width, label=split)
+    ax.set_xticks(np.arange(10) + 0.4 - width / 2, [str(d) for d in range(10)])
+    ax.set_xlabel("digit")
+    ax.set_ylabel("images")
+    ax.set_title("Class balance")
+    ax.legend()
+    return fig
+
+
+def curves(history: list[dict], title: str = ""):
+    epochs = [h["epoch"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key in ((a1, "acc"), (a2, "loss")):
+        ax.plot(epochs, [h[key] for h in history], "o-", label=f"train {key}")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if key == "acc" else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or "Training curves")
+    return fig
+
+
+def confusion(matrix: np.ndarray, title: str = "Confusion matrix"):
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(im, ax=ax)
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black")
+    return fig

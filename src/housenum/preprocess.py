@@ -1,0 +1,104 @@
+"""The one place that turns pixels into model input, for training and for any photo at inference.
+
+Training data (uint8 or course float 0..255, (N, 32, 32, C)) and user images (any size or mode)
+both end as float tensors (N, C, 32, 32) scaled to 0..1; models normalise further themselves.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from housenum.errors import ImageError
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N, 32, 32, C) or (N, C, 32, 32) pixels 0..255 -> float (N, C, 32, 32) in 0..1."""
+    x = torch.as_tensor(images)
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    return x.float().div_(255.0)
+
+
+def open_image(source: str | Path | bytes | Image.Image | np.ndarray,
+               max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and fully decode an image as RGB, refusing non-images, empty, truncated or huge files.
+
+    The pixel count is checked from the header before decoding, so a decompression bomb is
+    refused without allocating it.
+    """
+    if isinstance(source, Image.Image):
+        return _to_rgb(source)
+    if isinstance(source, np.ndarray):
+        return _array_to_image(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{path}: is a folder, not an image")
+        size = path.stat().st_size
+        name = str(path)
+        if size > max_bytes:
+            raise ImageError(f"{name}: file is too large ({size} bytes; limit {max_bytes})")
+        data = path.read_bytes()
+    else:
+        data, name = bytes(source), "upload"
+        if len(data) > max_bytes:
+            raise ImageError(f"{name}: image is too large ({len(data)} bytes; limit {max_bytes})")
+    if not data:
+        raise ImageError(f"{name}: file is empty")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (expected PNG, JPEG or another common format)") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: image is too large ({w}x{h} = {w * h} pixels; limit {max_pixels})")
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
+    return _to_rgb(img)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode to RGB; transparency is composited on white, as a photo of a plate would show."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    if img.mode == "I;16" or img.mode == "I":
+        arr = np.asarray(img, dtype=np.float64)
+        arr = 255 * (arr - arr.min()) / max(arr.max() - arr.min(), 1)
+        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
+
+
+def _array_to_image(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+    if arr.size == 0:
+        raise ImageError("image array is empty")
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return _to_rgb(Image.fromarray(arr))
+
+
+def image_to_digit(img: Image.Image, channels: int) -> np.ndarray:
+    """An RGB image of any size -> (32, 32, channels) uint8, resized as the crops were (bicubic)."""
+    small = np.asarray(img.resize((32, 32), Image.BICUBIC), dtype=np.uint8)
+    if channels == 1:
+        grey = np.clip(np.rint(small.astype(np.float32) @ GREY_WEIGHTS), 0, 255).astype(np.uint8)
+        return grey[..., None]
+    return small

@@ -1,0 +1,336 @@
+"""Training: an explicit loop over in-memory uint8 tensors, one epoch at a time.
+
+Runs on the CPU, a CUDA GPU (AMP, pinned memory) or several through `torchrun` (DDP), with the
+same call. Each epoch writes `last.pt` (and `best.pt` when validation improves) atomically, so
+Ctrl-C or a crash leaves a usable checkpoint and `resume=True` continues from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from housenum import plots
+from housenum.checkpoint import read_checkpoint, save_checkpoint
+from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
+from housenum.data.augment import Augment, augment_batch
+from housenum.data.splits import validation_split
+from housenum.errors import ModelError
+from housenum.io import atomic_open, write_text
+from housenum.models import create_model, model_spec
+from housenum.models.summary import model_summary
+from housenum.preprocess import pixels_to_tensor
+
+# Named recipes: what each switches on beyond the notebook's plain Adam + cross-entropy.
+RECIPES: dict[str, dict] = {
+    "notebook": {},
+    "strong": {
+        "augment": True,          # batched affine warp + colour jitter
+        "label_smoothing": 0.1,
+        "schedule": "onecycle",   # warm up then anneal the learning rate
+        "weight_decay": 5e-4,     # decoupled (AdamW)
+        "ema": 0.999,             # evaluate and ship an exponential moving average of the weights
+    },
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; `config.json` in the run folder is this, so a run can be repeated."""
+
+    model: str
+    data: str = DEFAULT_SPEC
+    epochs: int | None = None        # None: the model's default (the notebook's for its four)
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 42
+    channels: int | None = None      # 1 greyscale, 3 RGB; None: the model's default
+    recipe: str | None = None        # None: the model's default recipe
+    val_fraction: float = 0.2
+    fold: int | None = None          # cross-validation fold (of n_folds) used as validation
+    n_folds: int = 5
+    augment: bool = False
+    label_smoothing: float = 0.0
+    schedule: str = "constant"       # constant | onecycle
+    weight_decay: float = 0.0
+    ema: float | None = None
+    device: str = "auto"             # auto | cpu | cuda
+    threads: int | None = None       # CPU threads; None: all cores
+    extra: dict = field(default_factory=dict)
+
+    def resolved(self) -> TrainConfig:
+        """Fill every None from the model's defaults and the recipe."""
+        spec = model_spec(self.model)
+        cfg = copy.deepcopy(self)
+        cfg.epochs = cfg.epochs or spec.epochs
+        cfg.batch_size = cfg.batch_size or spec.batch_size
+        cfg.lr = cfg.lr or spec.lr
+        cfg.channels = cfg.channels or spec.channels
+        cfg.recipe = cfg.recipe or spec.recipe
+        if cfg.recipe not in RECIPES:
+            raise ModelError(f"unknown recipe '{cfg.recipe}'; choose from {', '.join(RECIPES)}")
+        defaults = TrainConfig(model=self.model)
+        for key, value in RECIPES[cfg.recipe].items():
+            if getattr(self, key) == getattr(defaults, key):
+                setattr(cfg, key, value)
+        if cfg.channels not in (1, 3):
+            raise ModelError(f"channels must be 1 or 3, got {cfg.channels}")
+        return cfg
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict]
+    best_val_acc: float
+    train_seconds: float
+    config: TrainConfig
+
+
+class _Dist:
+    """Who we are under torchrun (rank, world size); a single process is rank 0 of 1."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return t.item() / self.world
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            return torch.device("cuda", local % torch.cuda.device_count())
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def as_tensor_nchw(images: np.ndarray) -> torch.Tensor:
+    """Keep pixels as they are stored (uint8, or float for the course file), channels first."""
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 1024,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits for (N, C, 32, 32) stored pixels (or (N, 32, 32, C) arrays), in big eval batches."""
+    if isinstance(images, np.ndarray):
+        images = as_tensor_nchw(images)
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = pixels_to_tensor(images[i:i + batch_size]).to(device)
+        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> tuple[float, float]:
+    logits = predict_logits(model, x, device=device)
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+class _EMA:
+    """An exponential moving average of the weights (and a copy of the buffers)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def split_for_training(data: DigitData, cfg: TrainConfig) -> tuple[DigitSet, DigitSet]:
+    """Validation: the course file's own fraction split, else by source photo where known."""
+    return validation_split(data.train, cfg.val_fraction, cfg.fold, cfg.n_folds)
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = None,
+          resume: bool = False, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `config.model` and write the run folder; see the module docstring."""
+    run_dir = Path(run_dir)
+    cfg = config.resolved()
+    device = pick_device(cfg.device)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    dist = _Dist(device)
+    seed_everything(cfg.seed)
+
+    state = None
+    if resume:
+        state = read_checkpoint(run_dir / "last.pt")
+        cfg = TrainConfig.from_dict(state["config"])
+        if config.epochs:
+            cfg.epochs = config.epochs
+    if data is None:
+        data = load_digits(cfg.data, cfg.channels)
+    else:
+        data = data.with_channels(cfg.channels)
+    train_set, val_set = split_for_training(data, cfg)
+    x_train, y_train = as_tensor_nchw(train_set.images), torch.from_numpy(train_set.labels)
+    x_val, y_val = as_tensor_nchw(val_set.images), torch.from_numpy(val_set.labels)
+    if device.type == "cuda":
+        x_train, y_train = x_train.pin_memory(), y_train.pin_memory()
+
+    model = create_model(cfg.model, cfg.channels).to(device).to(memory_format=torch.channels_last)
+    params = [{"params": [p for n, p in model.named_parameters() if p.ndim > 1],
+               "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in model.named_parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-7) if cfg.weight_decay \
+        else torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    scheduler = None
+    if cfg.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.25)
+    ema = _EMA(model, cfg.ema) if cfg.ema else None
+    net = model
+    if dist.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    use_amp = device.type == "cuda"
+    aug = Augment() if cfg.augment else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    history: list[dict] = []
+    best_val_acc, start_epoch, elapsed = -1.0, 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        if scheduler is not None and state.get("scheduler_state"):
+            scheduler.load_state_dict(state["scheduler_state"])
+        if ema is not None and state.get("ema_state"):
+            ema.model.load_state_dict(state["ema_state"])
+        gen.set_state(state["generator_state"])
+        history, best_val_acc = state["history"], state["best_val_acc"]
+        start_epoch, elapsed = state["epoch"], state.get("train_seconds", 0.0)
+
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        write_text(run_dir / "summary.txt", model_summary(model, cfg.channels, cfg.model))
+
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        net.train()
+        order = torch.randperm(len(x_train), generator=gen)
+        shard = order[dist.rank::dist.world]
+        per_rank = max(1, cfg.batch_size // dist.world)
+        batches = range(0, len(shard), per_rank)
+        bar = _progress(batches, epoch, cfg.epochs, enabled=progress and dist.main)
+        loss_sum = correct = seen = 0
+        for i in bar:
+            idx = shard[i:i + per_rank]
+            x = pixels_to_tensor(x_train[idx]).to(device, non_blocking=True)
+            y = y_train[idx].to(device, non_blocking=True)
+            if aug is not None:
+                x = augment_batch(x, aug, gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            if ema is not None:
+                ema.update(model, step)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        eval_model = ema.model if ema is not None else model
+        val_loss, val_acc = _evaluate(eval_model, x_val, y_val, device)
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        row = {"epoch": epoch + 1, "loss": dist.mean(loss_sum / max(seen, 1)),
+               "acc": dist.mean(correct / max(seen, 1)), "val_loss": val_loss, "val_acc": val_acc,
+               "seconds": round(seconds, 3), "lr": optimizer.param_groups[0]["lr"]}
+        history.append(row)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['acc']:.4f}",
+                            val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}", time=f"{seconds:.1f}s")
+            bar.close()
+        if dist.main:
+            ckpt = {"model": cfg.model, "channels": cfg.channels, "config": asdict(cfg),
+                    "model_state": eval_model.state_dict(), "epoch": epoch + 1, "history": history,
+                    "train_seconds": elapsed}
+            improved = val_acc > best_val_acc
+            best_val_acc = max(best_val_acc, val_acc)
+            ckpt["best_val_acc"] = best_val_acc
+            if improved:
+                save_checkpoint(run_dir / "best.pt", ckpt)
+            save_checkpoint(run_dir / "last.pt", {
+                **ckpt, "model_state": model.state_dict(),
+                "ema_state": ema.model.state_dict() if ema is not None else None,
+                "optimizer_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+                "generator_state": gen.get_state()})
+            _write_history(run_dir, history, cfg.model)
+        if on_epoch is not None:
+            on_epoch(row)
+    return TrainResult(run_dir, history, best_val_acc, elapsed, cfg)
+
+
+def _progress(batches, epoch: int, epochs: int, enabled: bool):
+    if not enabled:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
+                dynamic_ncols=True)
+
+
+def _write_history(run_dir: Path, history: list[dict], title: str) -> None:
+    with atomic_open(run_dir / "history.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    plots.save(plots.curves(history, f"{title}: accuracy and loss per epoch"), run_dir / "curves.png")
