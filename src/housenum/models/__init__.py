@@ -63,6 +63,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return n
 
 
-from housenum.models import cnn, dense, resnet  # noqa: E402,F401  (registers the families)
+from housenum.models import cnn, dense, resnet  # noqa: E402, F401  (registers the families)
 
 __all__ = ["ModelSpec", "count_parameters", "create_model", "list_models", "model_spec", "register"]

@@ -1,0 +1,196 @@
+"""The `housenum` command: parses arguments, calls the library, prints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from housenum.errors import HousenumError
+
+app = typer.Typer(
+    help="Read house numbers from street photos: SVHN data, models, training, evaluation, serving.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DataOpt = Annotated[str, typer.Option(
+    "--data", help="Dataset: a course .h5, an official *_32x32.mat, an .npz (X, y[, source_image]), "
+    "'svhn', 'svhn:extra' (downloaded once into $HOUSENUM_DATA) or 'synthetic[:N]' (built in).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only on stdout.")]
+
+
+def _err(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+@data_app.command("info")
+def data_info(
+    spec: Annotated[str, typer.Argument(help="Dataset spec, as for --data.")] = "synthetic",
+    out: Annotated[Path | None, typer.Option(help="Write a sample grid PNG here.")] = None,
+    channels: Annotated[int | None, typer.Option(help="1 greyscale, 3 RGB.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts per split and class, image shape and type, and optionally a sample grid PNG."""
+    import numpy as np
+
+    from housenum import plots
+    from housenum.data import load_digits
+
+    data = load_digits(spec, channels)
+    splits = {"train": data.train, "test": data.test, **data.extra}
+    info = {
+        "name": data.name,
+        "image_shape": list(data.train.images.shape[1:]),
+        "dtype": str(data.train.images.dtype),
+        "sources_known": data.train.sources is not None,
+        "splits": {k: {"n": len(v), "per_class": np.bincount(v.labels, minlength=10).tolist()}
+                   for k, v in splits.items()},
+    }
+    if out is not None:
+        n = min(50, len(data.train))
+        plots.save(plots.image_grid(data.train.images[:n], [str(y) for y in data.train.labels[:n]],
+                                    title=data.name), out)
+        info["sample_grid"] = str(out)
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    typer.echo(f"{info['name']}: images {tuple(info['image_shape'])} {info['dtype']}, "
+               f"source photos {'known' if info['sources_known'] else 'unknown'}")
+    typer.echo(f"{'split':<8}{'n':>8}  " + " ".join(f"{d:>6}" for d in range(10)))
+    for k, v in info["splits"].items():
+        typer.echo(f"{k:<8}{v['n']:>8}  " + " ".join(f"{c:>6}" for c in v["per_class"]))
+    if out is not None:
+        typer.echo(f"sample grid: {out}")
+
+
+@app.command("train")
+def train_cmd(
+    model: Annotated[str, typer.Option(help="Model name: ann1, ann2, cnn1, cnn2, resnet, resnet_wide.")] = "cnn2",
+    data: DataOpt = "synthetic",
+    epochs: Annotated[int | None, typer.Option(help="Default: the model's (the notebook's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate; default: the model's.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")] = 42,
+    channels: Annotated[int | None, typer.Option(help="1 greyscale, 3 RGB; default: the model's.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="'notebook' (plain Adam) or 'strong' "
+                                                  "(augmentation, label smoothing, OneCycle, EMA).")] = None,
+    fold: Annotated[int | None, typer.Option(help="Use source fold K of 5 as validation.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/MODEL).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
+) -> None:
+    """Train one model and write its run folder: best.pt, last.pt, config.json, history.csv,
+    curves.png and summary.txt. Ctrl-C keeps the last finished epoch; --resume continues."""
+    from housenum.train import TrainConfig, train
+
+    run_dir = resume or out or Path("runs") / model
+    cfg = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      channels=channels, recipe=recipe, fold=fold, device=device)
+    try:
+        result = train(cfg, run_dir, resume=resume is not None)
+    except KeyboardInterrupt:
+        _err(f"interrupted; the last finished epoch is in {run_dir}/last.pt "
+             f"(continue with: housenum train --resume {run_dir})")
+        raise typer.Exit(130) from None
+    last = result.history[-1] if result.history else {}
+    typer.echo(f"{model}: best val_acc {result.best_val_acc:.4f}, last val_acc {last.get('val_acc', 0):.4f}, "
+               f"{result.train_seconds:.1f} s; run folder {run_dir}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Annotated[Path | None, typer.Argument(help="Run folder or .pt; default: the shipped model.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Dataset spec; default: the run's.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for report, confusion and mistakes PNGs.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy, macro F1, classification report, confusion-matrix heatmap and worst mistakes."""
+    from housenum.evaluate import evaluate_run
+
+    result = evaluate_run(run, data, out)
+    if as_json:
+        typer.echo(json.dumps(result.as_json()))
+        return
+    typer.echo(result.report)
+    typer.echo(f"accuracy {result.accuracy:.4f}  macro F1 {result.macro_f1:.4f}  n {result.n}  "
+               f"ECE {result.ece:.4f}  accuracy at 95% coverage {result.accuracy_at_95_coverage:.4f}")
+
+
+@app.command("compare")
+def compare_cmd(
+    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "ann1,ann2,cnn1,cnn2,resnet",
+    data: DataOpt = "synthetic",
+    out: Annotated[Path, typer.Option(
+        help="Output folder: leaderboard.csv, report.html, one run each.")] = Path("compare"),
+    quick: Annotated[bool, typer.Option(help="Cap every model at a few epochs for a fast look.")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Same epochs for every model.")] = None,
+    seed: Annotated[int, typer.Option()] = 42,
+    channels: Annotated[int | None, typer.Option(help="Force 1 or 3 channels for all models.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train each model, evaluate it on the test split, and write leaderboard.csv and report.html.
+    The selected model is the one with the best validation (not test) accuracy."""
+    from housenum.compare import COLUMNS, compare
+
+    def announce(name: str, i: int, n: int) -> None:
+        typer.echo(f"[{i + 1}/{n}] {name}", err=True)
+
+    rows = compare([m.strip() for m in models.split(",") if m.strip()], data, out, quick=quick,
+                   epochs=epochs, seed=seed, channels=channels, on_model=announce)
+    if as_json:
+        typer.echo(json.dumps({"leaderboard": rows, "selected": rows[0]["model"], "out": str(out)}))
+        return
+    typer.echo(" ".join(f"{c:>14}" for c in COLUMNS))
+    for r in rows:
+        typer.echo(" ".join(f"{r[c]!s:>14}" for c in COLUMNS))
+    typer.echo(f"selected (best validation accuracy): {rows[0]['model']}")
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command("predict")
+def predict_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, any size or mode).")],
+    model: Annotated[Path | None, typer.Option(help="Run folder or .pt; default: the shipped model.")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=10, help="How many candidates to list.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recognise the digit in each image (a crop around one digit, as in SVHN format 2)."""
+    from housenum.predict import DigitRecognizer
+
+    recognizer = DigitRecognizer(model)
+    failed = False
+    for path in images:
+        try:
+            pred = recognizer.predict([path], top_k)[0]
+        except HousenumError as e:
+            failed = True
+            _err(str(e))
+            continue
+        if as_json:
+            typer.echo(json.dumps({"file": str(path), **pred.as_json()}))
+        else:
+            alts = ", ".join(f"{d} {p:.1%}" for d, p in pred.top_k)
+            typer.echo(f"{path}: {pred.digit} ({pred.confidence:.1%})  top-{top_k}: {alts}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: user mistakes end in one clear line and a non-zero exit, never a traceback."""
+    try:
+        app()
+    except HousenumError as e:
+        _err(str(e))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

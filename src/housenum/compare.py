@@ -1,0 +1,135 @@
+"""The main job: train several models on one dataset, evaluate each, and write a leaderboard
+and a self-contained HTML report. The best model is chosen by validation accuracy, never test."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from housenum import plots
+from housenum.checkpoint import load_model
+from housenum.data import DEFAULT_SPEC, DigitData, load_digits
+from housenum.evaluate import (
+    Evaluation,
+    inference_ms_per_image,
+    predict_probs,
+    score,
+    write_evaluation,
+)
+from housenum.io import atomic_open, write_text
+from housenum.models import count_parameters, model_spec
+from housenum.train import TrainConfig, train
+
+NOTEBOOK_MODELS = ["ann1", "ann2", "cnn1", "cnn2"]
+DEFAULT_MODELS = [*NOTEBOOK_MODELS, "resnet"]
+QUICK_EPOCHS = 2
+COLUMNS = ["model", "params", "epochs", "train_seconds", "val_acc", "test_acc", "macro_f1",
+           "inference_ms_per_image"]
+
+
+@dataclass
+class Entry:
+    row: dict
+    history: list[dict]
+    evaluation: Evaluation
+
+
+def compare(models: list[str] | None = None, data: str = DEFAULT_SPEC, out_dir: str | Path = "compare",
+            *, quick: bool = False, epochs: int | None = None, seed: int = 42, channels: int | None = None,
+            progress: bool = True, on_model: Callable[[str, int, int], None] | None = None) -> list[dict]:
+    """Train and evaluate each model; returns the leaderboard rows (best first by validation)."""
+    models = models or DEFAULT_MODELS
+    for name in models:
+        model_spec(name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded_data: dict[int | None, DigitData] = {}
+    entries: list[Entry] = []
+    for i, name in enumerate(models):
+        if on_model is not None:
+            on_model(name, i, len(models))
+        spec = model_spec(name)
+        ch = channels or spec.channels
+        if ch not in loaded_data:
+            loaded_data[ch] = load_digits(data, ch)
+        n_epochs = epochs or (min(spec.epochs, QUICK_EPOCHS) if quick else None)
+        cfg = TrainConfig(model=name, data=data, epochs=n_epochs, seed=seed, channels=ch)
+        t0 = time.perf_counter()
+        result = train(cfg, out_dir / name, data=loaded_data[ch], progress=progress)
+        seconds = time.perf_counter() - t0
+        loaded = load_model(out_dir / name)
+        test = loaded_data[ch].test
+        evaluation = score(predict_probs(loaded, test), test.labels)
+        write_evaluation(evaluation, test, out_dir / name / "eval", f"{name} on {data}")
+        entries.append(Entry({
+            "model": name,
+            "params": count_parameters(loaded.model),
+            "epochs": result.config.epochs,
+            "train_seconds": round(seconds, 1),
+            "val_acc": round(result.best_val_acc, 4),
+            "test_acc": round(evaluation.accuracy, 4),
+            "macro_f1": round(evaluation.macro_f1, 4),
+            "inference_ms_per_image": round(inference_ms_per_image(loaded, test), 4),
+        }, result.history, evaluation))
+    entries.sort(key=lambda e: -e.row["val_acc"])
+    with atomic_open(out_dir / "leaderboard.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(e.row for e in entries)
+    first = next(iter(loaded_data.values()))
+    write_text(out_dir / "report.html", render_report(entries, first, data, quick))
+    return [e.row for e in entries]
+
+
+def _img(fig) -> str:
+    data = base64.b64encode(plots.png_bytes(fig)).decode()
+    return f'<img alt="" src="data:image/png;base64,{data}">'
+
+
+def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool) -> str:
+    """One HTML file with every figure embedded, so it can be mailed or opened offline."""
+    best = entries[0].row["model"]
+    sample = data.train.images[:20]
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    rows = "".join(
+        f'<tr class="{"best" if e.row["model"] == best else ""}">'
+        + "".join(f"<td>{html.escape(str(e.row[c]))}</td>" for c in COLUMNS) + "</tr>"
+        for e in entries
+    )
+    counts = {"train": np.bincount(data.train.labels, minlength=10),
+              "test": np.bincount(data.test.labels, minlength=10)}
+    sections = []
+    for e in entries:
+        name = e.row["model"]
+        sections.append(
+            f"<section><h3>{html.escape(name)}{' — selected' if name == best else ''}</h3>"
+            f"<p>{html.escape(model_spec(name).description)}</p>"
+            f"{_img(plots.curves(e.history, name))}"
+            f"{_img(plots.confusion(e.evaluation.confusion, f'{name}: confusion matrix (test)'))}"
+            f"<pre>{html.escape(e.evaluation.report)}</pre></section>"
+        )
+    note = " (--quick: epochs capped, figures are not final)" if quick else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>housenum model comparison</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: right; }}
+tr.best {{ background: #e5f5e0; font-weight: bold; }} img {{ max-width: 100%; }}
+pre {{ background: #f6f6f6; padding: .6em; }}
+</style></head><body>
+<h1>housenum model comparison</h1>
+<p>Data: <code>{html.escape(spec)}</code> — {len(data.train)} train+validation, {len(data.test)} test images{note}.
+Selected model (highest validation accuracy): <strong>{html.escape(best)}</strong>.</p>
+<h2>Leaderboard</h2><table><tr>{head}</tr>{rows}</table>
+<h2>Data</h2>{_img(plots.image_grid(sample, [str(v) for v in data.train.labels[:20]], title="First training images"))}
+{_img(plots.class_balance(counts))}
+<h2>Models</h2>{''.join(sections)}
+</body></html>
+"""
