@@ -36,10 +36,10 @@ def subset_by_source(crops: dict, n_sources: int, skip: int = 0) -> dict:
 
 @pytest.fixture(scope="session")
 def small_npz(tmp_path_factory, crops) -> Path:
-    """About 1,800 real digits from 800 photos in the project's .npz layout."""
+    """About 3,000 real digits from 1,500 photos in the project's .npz layout."""
     import numpy as np
 
-    sub = subset_by_source(crops, 800)
+    sub = subset_by_source(crops, 1500)
     path = tmp_path_factory.mktemp("data") / "small.npz"
     np.savez(path, X=sub["X"], y=sub["y"], source_image=sub["source_image"])
     return path

@@ -180,6 +180,65 @@ def predict_cmd(
         raise typer.Exit(1)
 
 
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own models.")] = 1,
+    digit_model: Annotated[Path | None, typer.Option(
+        help="Run folder or .pt for /v1/digits; default: the shipped model. A .onnx beside it runs on ONNX Runtime.")
+    ] = None,
+    number_model: Annotated[Path | None, typer.Option(help="Model for the house-number reader; default: its own.")
+                            ] = None,
+    examples: Annotated[Path | None, typer.Option(help="Folder of example photos to offer on the page.")] = None,
+    max_mb: Annotated[float, typer.Option(help="Largest image accepted, in megabytes.")] = 10,
+    max_megapixels: Annotated[float, typer.Option(help="Largest image accepted, in megapixels (from its header).")
+                              ] = 40,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most images in one batch request.")] = 32,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per worker; default: all cores.")
+                       ] = None,
+) -> None:
+    """Run the HTTP service: the web page at /, the API under /v1, API docs at /docs, /healthz, /metrics."""
+    from housenum.checkpoint import checkpoint_path
+    from housenum.serve.app import Settings, serve
+
+    checkpoint_path(digit_model)  # a missing model is one clear line here, not a traceback in each worker
+    settings = Settings(digit_model=str(digit_model) if digit_model else None,
+                        number_model=str(number_model) if number_model else None,
+                        max_bytes=int(max_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000),
+                        max_batch=max_batch, threads=threads, examples=str(examples) if examples else None)
+    typer.echo(f"housenum: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
+    serve(settings, host, port, workers)
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path | None, typer.Argument(help="Run folder or .pt; default: the shipped model.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Export format; only 'onnx'.")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="Output file; default: beside the checkpoint (best.onnx).")
+                   ] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Digits for the parity check; default: the run's.")
+                    ] = None,
+    n: Annotated[int, typer.Option(min=1, help="How many test digits the parity check runs.")] = 512,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a digit model to ONNX (dynamic batch) and check it against PyTorch on real digits.
+    `housenum serve` uses the export when it sits beside the checkpoint."""
+    from housenum.export import export_onnx
+
+    if fmt != "onnx":
+        _err(f"unknown format '{fmt}'; only 'onnx' is supported")
+        raise typer.Exit(2)
+    report = export_onnx(run, out, data, n)
+    if as_json:
+        typer.echo(json.dumps(report.as_json()))
+        return
+    typer.echo(f"{report.model}: wrote {report.path} ({report.path.stat().st_size / 1e6:.2f} MB) "
+               f"from {report.checkpoint}")
+    typer.echo(f"parity on {report.n_parity} digits of {report.parity_data}: max abs diff of logits "
+               f"{report.max_abs_diff:.2e}, same top digit {report.argmax_agreement:.2%}")
+
+
 def main() -> None:
     """Entry point: user mistakes end in one clear line and a non-zero exit, never a traceback."""
     try:

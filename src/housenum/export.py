@@ -1,0 +1,146 @@
+"""ONNX export of digit models, with a parity check on real digits, and ONNX Runtime inference.
+
+An export is written beside its checkpoint by default (`best.onnx` beside `best.pt`, `digits.onnx`
+beside `digits.pt`); it records the checkpoint's SHA-256, so a retrained checkpoint never runs with a
+stale export: `load_digit_recognizer` uses the ONNX file only when the hashes match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from housenum.checkpoint import checkpoint_path, load_model
+from housenum.errors import ModelError
+from housenum.io import atomic_path
+from housenum.predict import DigitRecognizer
+from housenum.preprocess import pixels_to_tensor
+
+OPSET = 17
+INPUT_NAME = "pixels"  # float (N, C, 32, 32) in 0..1, as `pixels_to_tensor` makes
+OUTPUT_NAME = "logits"  # float (N, 10)
+HASH_KEY = "housenum_checkpoint_sha256"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    checkpoint: Path
+    model: str
+    parity_data: str
+    n_parity: int
+    max_abs_diff: float
+    argmax_agreement: float
+    seconds: float
+
+    def as_json(self) -> dict:
+        return {"path": str(self.path), "checkpoint": str(self.checkpoint), "model": self.model,
+                "parity_data": self.parity_data, "n_parity": self.n_parity, "max_abs_diff": self.max_abs_diff,
+                "argmax_agreement": self.argmax_agreement, "seconds": round(self.seconds, 3)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_path_for(checkpoint: Path) -> Path:
+    """Where the server looks for a checkpoint's export: the same name with .onnx."""
+    return checkpoint.with_suffix(".onnx")
+
+
+def export_onnx(source: str | Path | None, out: str | Path | None = None, parity_data: str | None = None,
+                n_parity: int = 512) -> ExportReport:
+    """Export a run folder or checkpoint (None: the shipped model) to ONNX with a dynamic batch axis.
+
+    The first `n_parity` test digits of `parity_data` (a dataset spec; default: the one the model was
+    trained on) run through both PyTorch and ONNX Runtime; the report carries the largest absolute
+    difference of the logits.
+    """
+    import onnx
+
+    from housenum.data import load_digits
+
+    t0 = time.perf_counter()
+    ckpt = checkpoint_path(source)
+    loaded = load_model(ckpt)
+    spec = parity_data or loaded.config.get("data") or "synthetic"
+    parity_images = load_digits(spec, loaded.channels).test.images[:n_parity]
+    path = Path(out) if out is not None else onnx_path_for(ckpt)
+    example = torch.zeros(2, loaded.channels, 32, 32)
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings():
+            # the TorchScript exporter is deprecated but exact and dependency-free for these small models
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(loaded.model, example, str(tmp), dynamo=False, opset_version=OPSET,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        proto = onnx.load(str(tmp))
+        for key, value in {HASH_KEY: file_sha256(ckpt), "housenum_model": loaded.name,
+                           "housenum_channels": str(loaded.channels)}.items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.save(proto, str(tmp))
+    x = pixels_to_tensor(parity_images)
+    with torch.no_grad():
+        expected = loaded.model(x).numpy()
+    got = OnnxModel(path).run(x.numpy())
+    diff = float(np.abs(expected - got).max())
+    agree = float((expected.argmax(1) == got.argmax(1)).mean())
+    return ExportReport(path, ckpt, loaded.name, spec, len(x), diff, agree, time.perf_counter() - t0)
+
+
+class OnnxModel(nn.Module):
+    """An exported digit model run by ONNX Runtime, callable like the PyTorch module it replaces."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for unreadable or foreign files
+            raise ModelError(f"{self.path}: not a readable ONNX model ({e})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 (N, C, 32, 32) in 0..1 -> logits (N, 10)."""
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(pixels, np.float32)})[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.run(x.detach().cpu().numpy()))
+
+
+def load_digit_recognizer(source: str | Path | None = None, threads: int | None = None) -> DigitRecognizer:
+    """A DigitRecognizer that runs on ONNX Runtime when a matching export sits beside the checkpoint,
+    on PyTorch otherwise; preprocessing and outputs are the same either way."""
+    recognizer = DigitRecognizer(source)
+    onnx_file = onnx_path_for(recognizer.loaded.path)
+    if onnx_file.exists():
+        onnx_model = OnnxModel(onnx_file, threads)
+        if onnx_model.metadata.get(HASH_KEY) == file_sha256(recognizer.loaded.path):
+            recognizer.loaded = replace(recognizer.loaded, model=onnx_model)
+        else:
+            log.warning("%s was exported from another checkpoint than %s; using PyTorch",
+                        onnx_file, recognizer.loaded.path)
+    return recognizer
+
+
+def runtime_of(recognizer: DigitRecognizer) -> str:
+    return "onnxruntime" if isinstance(recognizer.loaded.model, OnnxModel) else "pytorch"

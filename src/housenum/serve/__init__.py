@@ -1,0 +1,1 @@
+"""HTTP service and web page: `housenum serve`; see docs/serving.md."""

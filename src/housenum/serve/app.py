@@ -1,0 +1,336 @@
+"""The HTTP service: house numbers and digits from uploaded photos, a web page, health, models, metrics.
+
+`create_app(Settings(...))` builds the app; `serve()` runs it with uvicorn (several worker processes
+read their settings from HOUSENUM_SERVE_* environment variables, see `Settings.from_env`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from housenum.errors import ImageError
+from housenum.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image
+from housenum.serve.metrics import Metrics, MetricsMiddleware
+from housenum.serve.models import ServedModels, load_served_models
+from housenum.serve.uploads import MULTIPART_OVERHEAD, ApiError, BodyLimitMiddleware, Upload, read_uploads
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+ENV_PREFIX = "HOUSENUM_SERVE_"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+
+
+@dataclass
+class Settings:
+    digit_model: str | None = None  # run folder or .pt; None: the shipped digits.pt
+    number_model: str | None = None  # passed to NumberReader; None: its shipped model
+    max_bytes: int = MAX_IMAGE_BYTES  # per image
+    max_pixels: int = MAX_IMAGE_PIXELS  # per image, read from the header before decoding
+    max_batch: int = 32  # images per batch request
+    threads: int | None = None  # intra-op threads for PyTorch / ONNX Runtime; None: their default
+    examples: str | None = None  # folder of example photos shown on the page
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(ENV_PREFIX + f.name.upper())
+            if raw:
+                values[f.name] = int(raw) if f.name.startswith(("max_", "threads")) else raw
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+    def body_limit(self, path: str) -> int:
+        images = self.max_batch if path.endswith("/batch") else 1
+        return images * self.max_bytes + MULTIPART_OVERHEAD
+
+
+# ---------------------------------------------------------------- response shapes (for /docs)
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Candidate(BaseModel):
+    digit: int
+    probability: float
+
+
+class DigitOut(BaseModel):
+    digit: int
+    confidence: float
+    top_k: list[Candidate]
+    model: str
+    ms: float
+
+
+class NumberOut(BaseModel):
+    number: str | None
+    confidence: float
+    boxes: list[list[float]]  # [left, top, width, height, digit] in the photo's pixels
+    model: str
+    ms: float
+
+
+class BatchOut(BaseModel):
+    results: list[dict]  # one per file, in order: {"file", ...result} or {"file", "error": {...}}
+    model: str
+    ms: float
+
+
+ERROR_RESPONSES = {status: {"model": ErrorBody, "description": why} for status, why in [
+    (400, "not an image, or corrupt"), (413, "over the size limit (bytes, pixels or files)"),
+    (415, "wrong content type"), (422, "bad parameters or missing file")]}
+TopK = Annotated[int, Query(ge=1, le=10, description="How many candidate digits to list.")]
+READER_RESPONSES = {**ERROR_RESPONSES, 503: {"model": ErrorBody, "description": "no house-number reader installed"}}
+
+
+def image_body(field: str, many: bool) -> dict:
+    """OpenAPI for a body that is either a multipart form or the raw image."""
+    item = {"type": "string", "format": "binary"}
+    schema = {"type": "array", "items": item} if many else item
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": [field], "properties": {field: schema}}},
+        "image/*": {"schema": item}}}}
+
+
+# ---------------------------------------------------------------- the app
+
+def create_app(settings: Settings | None = None, models: ServedModels | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    models = models or load_served_models(settings.digit_model, settings.number_model, settings.threads)
+    metrics = Metrics()
+    app = FastAPI(title="housenum", version="1", docs_url=None, redoc_url=None,
+                  description="Read house numbers and digits from photos. Send an image as multipart "
+                              "form field `file` (batch: `files`) or as the raw request body.")
+    app.add_middleware(BodyLimitMiddleware, limit_for_path=settings.body_limit)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_error_handlers(app)
+    examples = _example_photos(settings.examples)
+
+    def decode(upload: Upload):
+        if not upload.data:
+            raise ApiError(400, "empty", f"{upload.name}: the file is empty")
+        if len(upload.data) > settings.max_bytes:
+            raise ApiError(413, "too_large", f"{upload.name}: {len(upload.data)} bytes; limit {settings.max_bytes}")
+        try:
+            return open_image(upload.data, settings.max_bytes, settings.max_pixels)
+        except ImageError as e:
+            raise image_error(e, upload.name) from None
+
+    def decode_all(uploads: list[Upload], strict: bool) -> tuple[list[dict], list[int], list]:
+        """Results to fill (one per upload, in order), the indices that decoded and their images.
+        A file that cannot be decoded gets its error as its result, or (strict) fails the request."""
+        results: list[dict] = [{"file": u.name} for u in uploads]
+        where, images = [], []
+        for i, upload in enumerate(uploads):
+            try:
+                images.append(decode(upload))
+                where.append(i)
+            except ApiError as e:
+                if strict:
+                    raise
+                results[i].update(e.body())
+        return results, where, images
+
+    def read_digits(uploads: list[Upload], top_k: int, strict: bool) -> list[dict]:
+        results, where, images = decode_all(uploads, strict)
+        if images:
+            crops = np.stack([models.digits.prepare(image) for image in images])
+            for i, pred in zip(where, models.digits.predict_arrays(crops, top_k)):
+                results[i].update(pred.as_json())
+        return results
+
+    def read_numbers(uploads: list[Upload], strict: bool) -> list[dict]:
+        results, where, images = decode_all(uploads, strict)
+        if images:
+            for i, reading in zip(where, models.reader.read_many(images)):
+                results[i].update(reading.as_json())
+        return results
+
+    def timed(model: str, n_images: int, start: float) -> float:
+        seconds = time.perf_counter() - start
+        metrics.images.labels(model).inc(n_images)
+        metrics.inference.labels(model).observe(seconds)
+        return round(seconds * 1000, 2)
+
+    def require_reader() -> None:
+        if models.reader is None:
+            raise ApiError(503, "reader_unavailable", models.reader_unavailable or "no house-number reader")
+
+    @app.post("/v1/digits", response_model=DigitOut, responses=ERROR_RESPONSES,
+              openapi_extra=image_body("file", many=False), summary="Recognise the digit in one crop")
+    async def digits(request: Request, top_k: TopK = 3) -> dict:
+        start = time.perf_counter()
+        uploads = _one(await read_uploads(request, "file", settings.max_batch), "/v1/digits/batch")
+        (result,) = await run_in_threadpool(read_digits, uploads, top_k, True)
+        del result["file"]
+        return {**result, "model": models.digits_name, "ms": timed(models.digits_name, 1, start)}
+
+    @app.post("/v1/digits/batch", response_model=BatchOut, responses=ERROR_RESPONSES,
+              openapi_extra=image_body("files", many=True), summary="Recognise the digit in each of several crops")
+    async def digits_batch(request: Request, top_k: TopK = 3) -> dict:
+        start = time.perf_counter()
+        uploads = await read_uploads(request, "files", settings.max_batch)
+        results = await run_in_threadpool(read_digits, uploads, top_k, False)
+        return {"results": results, "model": models.digits_name,
+                "ms": timed(models.digits_name, len(uploads), start)}
+
+    @app.post("/v1/numbers", response_model=NumberOut, responses=READER_RESPONSES,
+              openapi_extra=image_body("file", many=False), summary="Read the house number in a photo")
+    async def numbers(request: Request) -> dict:
+        start = time.perf_counter()
+        require_reader()
+        uploads = _one(await read_uploads(request, "file", settings.max_batch), "/v1/numbers/batch")
+        (result,) = await run_in_threadpool(read_numbers, uploads, True)
+        del result["file"]
+        return {**result, "model": models.reader_name, "ms": timed(models.reader_name, 1, start)}
+
+    @app.post("/v1/numbers/batch", response_model=BatchOut, responses=READER_RESPONSES,
+              openapi_extra=image_body("files", many=True), summary="Read the house number in each of several photos")
+    async def numbers_batch(request: Request) -> dict:
+        start = time.perf_counter()
+        require_reader()
+        uploads = await read_uploads(request, "files", settings.max_batch)
+        results = await run_in_threadpool(read_numbers, uploads, False)
+        return {"results": results, "model": models.reader_name,
+                "ms": timed(models.reader_name, len(uploads), start)}
+
+    @app.get("/healthz", summary="Liveness and which models are loaded")
+    async def healthz() -> dict:
+        return {"status": "ok", "digits": models.digits_name,
+                "numbers": models.reader_name if models.reader is not None else None}
+
+    @app.get("/v1/models", summary="Loaded models, their cards and figures, and the limits")
+    async def list_models() -> dict:
+        numbers = ({"available": True, **models.reader_card} if models.reader is not None
+                   else {"available": False, "reason": models.reader_unavailable})
+        return {"digits": models.digits_card, "numbers": numbers,
+                "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels,
+                           "max_batch": settings.max_batch}}
+
+    @app.get("/metrics", summary="Prometheus text: requests, latency, errors, model time")
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get("/v1/examples", summary="Example photos for the page")
+    async def list_examples() -> dict:
+        return {"examples": [{"name": name, "url": f"/examples/{name}"} for name in examples]}
+
+    @app.get("/examples/{name}", include_in_schema=False)
+    async def example(name: str) -> FileResponse:
+        if name not in examples:
+            raise ApiError(404, "not_found", f"no example '{name}'")
+        return FileResponse(examples[name])
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> FileResponse:
+        return FileResponse(STATIC_DIR / "docs.html")
+
+    return app
+
+
+def _one(uploads: list[Upload], batch_route: str) -> list[Upload]:
+    if len(uploads) > 1:
+        raise ApiError(422, "one_file_only", f"this endpoint takes one image; send several to {batch_route}")
+    return uploads
+
+
+def image_error(e: ImageError, name: str = "upload") -> ApiError:
+    """open_image says "too large" for every over-limit case (bytes, pixels); the rest is a bad image."""
+    status, code = (413, "too_large") if "too large" in str(e) else (400, "not_an_image")
+    return ApiError(status, code, str(e).replace("upload:", f"{name}:", 1))
+
+
+def _example_photos(folder: str | None, limit: int = 8) -> dict[str, Path]:
+    """A few photos from `folder` (sorted by name), served read-only under /examples/NAME."""
+    if not folder or not Path(folder).is_dir():
+        return {}
+    photos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return {p.name: p for p in photos[:limit]}
+
+
+# ---------------------------------------------------------------- errors as JSON, always
+
+STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                415: "unsupported_media_type", 422: "invalid_parameter"}
+
+
+def _error_response(request: Request, error: ApiError) -> JSONResponse:
+    request.state.error_code = error.code
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        return _error_response(request, e)
+
+    @app.exception_handler(ImageError)
+    async def bad_image(request: Request, e: ImageError) -> JSONResponse:
+        return _error_response(request, image_error(e))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        code = STATUS_CODES.get(e.status_code, "error")
+        return _error_response(request, ApiError(e.status_code, code, str(e.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}"
+                             f" (got {err.get('input')!r})" for err in e.errors())
+        return _error_response(request, ApiError(422, "invalid_parameter", problems))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, e: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error_response(request, ApiError(500, "internal_error", "internal error; see the server log"))
+
+
+# ---------------------------------------------------------------- running it
+
+def app_from_env() -> FastAPI:
+    """The factory uvicorn calls in each worker process."""
+    return create_app(Settings.from_env())
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          log_level: str = "info") -> None:
+    """Run the service until interrupted; worker processes get the settings through the environment."""
+    import uvicorn
+
+    os.environ.update(settings.to_env())
+    uvicorn.run("housenum.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)

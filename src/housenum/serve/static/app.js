@@ -1,0 +1,194 @@
+// The page: pick, drop or photograph an image, send it to /v1/numbers or /v1/digits, show the answer.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { mode: "numbers", readerAvailable: true, busy: false };
+
+const MODES = {
+  numbers: { endpoint: "/v1/numbers", label: "House number", hint: "Drop a street photo here, or" },
+  digits: { endpoint: "/v1/digits?top_k=3", label: "Digit", hint: "Drop a close crop of one digit here, or" },
+};
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+function selectMode(mode, focus = false) {
+  state.mode = mode;
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    const selected = tab.dataset.mode === mode;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    if (selected) {
+      $("panel").setAttribute("aria-labelledby", tab.id);
+      if (focus) tab.focus();
+    }
+  }
+  $("drop-hint").textContent = MODES[mode].hint;
+  const blocked = mode === "numbers" && !state.readerAvailable;
+  $("unavailable").hidden = !blocked;
+  $("result").hidden = true;
+  setStatus("");
+}
+
+function setupTabs() {
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  tabs.forEach((tab, i) => {
+    tab.addEventListener("click", () => selectMode(tab.dataset.mode));
+    tab.addEventListener("keydown", (e) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
+      if (step) {
+        e.preventDefault();
+        selectMode(tabs[(i + step + tabs.length) % tabs.length].dataset.mode, true);
+      }
+    });
+  });
+}
+
+async function loadInfo() {
+  try {
+    const models = await (await fetch("/v1/models")).json();
+    state.readerAvailable = Boolean(models.numbers && models.numbers.available);
+    if (!state.readerAvailable) {
+      $("unavailable").textContent = "The house-number reader is unavailable on this server " +
+        `(${models.numbers.reason}). You can still read single digits.`;
+      selectMode("digits");
+    }
+  } catch (err) {
+    setStatus("Cannot reach the server: " + err.message, true);
+  }
+  try {
+    const { examples } = await (await fetch("/v1/examples")).json();
+    const list = $("examples");
+    for (const ex of examples) {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.setAttribute("aria-label", `Read example photo ${ex.name}`);
+      const img = document.createElement("img");
+      img.src = ex.url;
+      img.alt = "";
+      button.append(img);
+      button.addEventListener("click", async () => {
+        const blob = await (await fetch(ex.url)).blob();
+        read(new File([blob], ex.name, { type: blob.type || "image/png" }));
+      });
+      item.append(button);
+      list.append(item);
+    }
+    $("examples-section").hidden = examples.length === 0;
+  } catch (err) {
+    $("examples-section").hidden = true;
+  }
+}
+
+function drawPhoto(bitmap, boxes) {
+  const canvas = $("photo");
+  const maxWidth = Math.min(480, canvas.parentElement.clientWidth || 480);
+  // Small SVHN photos are scaled up so the boxes stay visible; large ones are scaled down.
+  const scale = Math.min(maxWidth / bitmap.width, 320 / bitmap.height, 4);
+  canvas.width = Math.round(bitmap.width * scale);
+  canvas.height = Math.round(bitmap.height * scale);
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = scale < 1;
+  ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  ctx.lineWidth = 2;
+  ctx.font = "bold 14px system-ui, sans-serif";
+  for (const [left, top, width, height, digit] of boxes) {
+    ctx.strokeStyle = "#ff3b30";
+    ctx.strokeRect(left * scale, top * scale, width * scale, height * scale);
+    const label = String(digit);
+    const y = Math.max(top * scale - 18, 0);
+    ctx.fillStyle = "#ff3b30";
+    ctx.fillRect(left * scale, y, ctx.measureText(label).width + 8, 18);
+    ctx.fillStyle = "#ffffff";
+    ctx.fillText(label, left * scale + 4, y + 14);
+  }
+}
+
+function percent(p) {
+  return (100 * p).toFixed(1) + "%";
+}
+
+function showAnswer(result, roundTripMs) {
+  const answer = $("answer");
+  $("answer-label").textContent = MODES[state.mode].label;
+  const value = state.mode === "numbers" ? result.number : String(result.digit);
+  answer.textContent = value ?? "No number found";
+  answer.classList.toggle("none", value == null);
+  $("confidence").textContent = percent(result.confidence);
+  $("time").textContent = `${result.ms.toFixed(1)} ms on the server, ${roundTripMs.toFixed(0)} ms in all`;
+  $("model").textContent = result.model;
+  const candidates = $("candidates");
+  candidates.replaceChildren();
+  candidates.hidden = state.mode !== "digits";
+  for (const c of result.top_k || []) {
+    const li = document.createElement("li");
+    li.textContent = `${c.digit}: ${percent(c.probability)}`;
+    candidates.append(li);
+  }
+}
+
+async function read(file) {
+  if (!file || state.busy) return;
+  if (state.mode === "numbers" && !state.readerAvailable) {
+    setStatus("The house-number reader is unavailable; switch to Single digit.", true);
+    return;
+  }
+  state.busy = true;
+  setStatus(`Reading ${file.name}…`);
+  const form = new FormData();
+  form.append("file", file, file.name);
+  const started = performance.now();
+  try {
+    const response = await fetch(MODES[state.mode].endpoint, { method: "POST", body: form });
+    const body = await response.json();
+    const roundTrip = performance.now() - started;
+    if (!response.ok) {
+      $("result").hidden = true;
+      setStatus(body.error ? body.error.message : `The server answered ${response.status}.`, true);
+      return;
+    }
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file);
+    } catch (err) {
+      bitmap = null; // the server read a format this browser cannot draw; show the answer only
+    }
+    $("result").hidden = false;
+    $("photo").hidden = !bitmap;
+    if (bitmap) drawPhoto(bitmap, body.boxes || []);
+    showAnswer(body, roundTrip);
+    setStatus(`Read ${file.name}.`);
+  } catch (err) {
+    setStatus("The request failed: " + err.message, true);
+  } finally {
+    state.busy = false;
+  }
+}
+
+function setupInputs() {
+  for (const id of ["file", "camera"]) {
+    $(id).addEventListener("change", (e) => {
+      read(e.target.files[0]);
+      e.target.value = "";
+    });
+  }
+  const drop = $("drop");
+  for (const name of ["dragenter", "dragover"]) {
+    drop.addEventListener(name, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const name of ["dragleave", "drop"]) {
+    drop.addEventListener(name, (e) => { e.preventDefault(); drop.classList.remove("over"); });
+  }
+  drop.addEventListener("drop", (e) => read(e.dataTransfer.files[0]));
+  document.addEventListener("paste", (e) => {
+    const item = [...(e.clipboardData?.files || [])][0];
+    if (item) read(item);
+  });
+}
+
+setupTabs();
+setupInputs();
+loadInfo();

@@ -1,0 +1,119 @@
+"""Getting image bytes out of a request safely: size limits before reading, content types, form fields.
+
+Every refusal is an `ApiError` (status, code, message), which the app turns into
+`{"error": {"code", "message"}}`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Part and body types accepted as an image; the bytes themselves decide whether it really is one.
+RAW_IMAGE_TYPES = ("application/octet-stream",)
+MULTIPART = "multipart/form-data"
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the image bytes
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+@dataclass
+class Upload:
+    name: str
+    data: bytes
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over the limit with 413: from Content-Length before reading anything,
+    or as soon as a streamed (chunked) body passes the limit."""
+
+    def __init__(self, app: ASGIApp, limit_for_path) -> None:
+        self.app = app
+        self.limit_for_path = limit_for_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for_path(scope["path"])
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            error = (ApiError(413, "too_large", f"request body is {int(declared)} bytes; limit {limit}")
+                     if declared.isdigit() else ApiError(400, "bad_request", "invalid Content-Length header"))
+            await send_error(scope, send, error)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise ApiError(413, "too_large", f"request body is over the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def send_error(scope: Scope, send: Send, error: ApiError) -> None:
+    """Answer an ASGI request with the JSON error body, without going through the app."""
+    scope.setdefault("state", {})["error_code"] = error.code
+    body = json.dumps(error.body()).encode()
+    await send({"type": "http.response.start", "status": error.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";")[0].strip().lower()
+
+
+def _check_image_type(media: str, what: str) -> None:
+    if media and not media.startswith("image/") and media not in RAW_IMAGE_TYPES:
+        raise ApiError(415, "unsupported_media_type",
+                       f"{what} has content type '{media}'; send an image (image/png, image/jpeg, ...)")
+
+
+async def read_uploads(request: Request, field: str, max_files: int) -> list[Upload]:
+    """The images in a request: the `field` parts of a multipart form, or the whole body when the
+    request's own content type is an image. At most `max_files`, at least one."""
+    media = _media_type(request.headers.get("content-type"))
+    if media.startswith("image/") or media in RAW_IMAGE_TYPES:
+        return [Upload("request body", await request.body())]
+    if media != MULTIPART:
+        raise ApiError(415, "unsupported_media_type",
+                       f"content type '{media or 'none'}' is not accepted; send multipart/form-data with the "
+                       f"image in the field '{field}', or the image itself as the body (image/png, image/jpeg)")
+    try:
+        form = await request.form(max_files=max_files, max_fields=max_files + 16)
+    except HTTPException as e:
+        if "Too many files" in str(e.detail):
+            raise ApiError(413, "too_many_files", f"at most {max_files} files per request") from None
+        raise ApiError(400, "bad_multipart", f"the multipart body cannot be parsed ({e.detail})") from None
+    parts = form.getlist(field)
+    if not parts:
+        present = ", ".join(sorted(set(form.keys()))) or "none"
+        raise ApiError(422, "missing_file", f"no form field '{field}' (fields sent: {present})")
+    uploads = []
+    for part in parts:
+        if not isinstance(part, UploadFile):
+            raise ApiError(422, "not_a_file", f"form field '{field}' must be a file upload, not text")
+        _check_image_type(_media_type(part.content_type), f"file '{part.filename}'")
+        uploads.append(Upload(part.filename or field, await part.read()))
+    await form.close()
+    return uploads

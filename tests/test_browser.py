@@ -1,0 +1,98 @@
+"""The web page in a real browser: Debian's Chromium driven by Playwright, against a real server.
+
+A screenshot of each run lands in test-artifacts/ (gitignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from PIL import Image
+
+from tests.test_serve import READER_INSTALLED, digit_checkpoint, example_photos, server  # noqa: F401  (fixtures)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):  # noqa: F811
+    """A fresh page on the server; fails the test on console errors or on any request off loopback."""
+    context = browser.new_context(viewport={"width": 1000, "height": 860})
+    page = context.new_page()
+    problems = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("request", lambda r: problems.append(f"off-loopback request: {r.url}")
+            if urlparse(r.url).hostname not in ("127.0.0.1", "localhost") else None)
+    page.goto(server + "/")
+    yield page
+    context.close()
+    assert not problems, problems
+
+
+def test_page_reads_an_uploaded_photo(page, svhn_dir, crops, digit_checkpoint, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    if READER_INSTALLED:
+        from housenum.read import NumberReader
+
+        reader = NumberReader()
+        photo, expected = next((path, label) for path, label in example_photos(svhn_dir, 40)
+                               if reader.read(Image.open(path).convert("RGB")).number == label)
+        expect(page.get_by_role("tab", name="House number")).to_have_attribute("aria-selected", "true")
+    else:
+        from housenum.predict import DigitRecognizer
+
+        # the reader is not installed yet: the page says so and reads single digits
+        expect(page.locator("#unavailable")).to_contain_text("reader is unavailable")
+        expect(page.get_by_role("tab", name="Single digit")).to_have_attribute("aria-selected", "true")
+        recognizer = DigitRecognizer(digit_checkpoint)
+        i = next(i for i in range(200) if recognizer.predict([crops["X"][i]])[0].digit == crops["y"][i])
+        photo, expected = tmp_path / f"digit_{crops['y'][i]}.png", str(crops["y"][i])
+        Image.fromarray(crops["X"][i]).save(photo)
+
+    page.locator("#file").set_input_files(str(photo))
+    expect(page.get_by_test_id("answer")).to_have_text(expected, timeout=15_000)
+    expect(page.locator("#confidence")).to_contain_text("%")
+    expect(page.locator("#time")).to_contain_text("ms")
+    expect(page.locator("#photo")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+
+
+def test_page_keyboard_examples_and_errors(page, tmp_path):
+    from playwright.sync_api import expect
+
+    tabs = page.get_by_role("tab")
+    expect(tabs).to_have_count(2)
+    tabs.first.focus()
+    page.keyboard.press("ArrowRight")
+    expect(tabs.nth(1)).to_be_focused()
+    expect(tabs.nth(1)).to_have_attribute("aria-selected", "true")
+
+    example = page.get_by_role("button", name="Read example photo").first
+    expect(example).to_be_visible()
+    example.click()
+    expect(page.get_by_test_id("answer")).to_have_text(r"^\d$", timeout=15_000)  # digits tab: one digit
+
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not a photo")
+    page.locator("#file").set_input_files(str(not_an_image))
+    expect(page.get_by_role("status")).to_contain_text("not an image")
+    expect(page.locator("#result")).to_be_hidden()

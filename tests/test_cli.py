@@ -1,0 +1,114 @@
+"""The housenum command as a user runs it: JSON that pipes, reports on disk, and one-line errors."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_formats import write_official_mat
+
+
+def housenum(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "housenum.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, small_npz):
+    out = tmp_path_factory.mktemp("compare")
+    proc = housenum("compare", "--models", "ann1,cnn1", "--data", small_npz, "--epochs", "1", "--out", out,
+                    "--json")
+    return out, json.loads(proc.stdout)
+
+
+def test_compare_writes_leaderboard_and_report(compared):
+    out, summary = compared
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert [r["model"] for r in rows] == [r["model"] for r in summary["leaderboard"]]
+    assert {r["model"] for r in rows} == {"ann1", "cnn1"}
+    assert list(rows[0]) == ["model", "params", "epochs", "train_seconds", "val_acc", "test_acc", "macro_f1",
+                             "inference_ms_per_image"]
+    assert float(rows[0]["val_acc"]) >= float(rows[1]["val_acc"])
+    assert summary["selected"] == rows[0]["model"]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 6 and "selected" in page
+    assert (out / "cnn1" / "eval" / "confusion.png").exists()
+
+
+def test_evaluate_json_prints_only_json(compared, small_npz):
+    out, _ = compared
+    proc = housenum("evaluate", out / "cnn1", "--data", small_npz, "--json")
+    result = json.loads(proc.stdout)
+    assert set(result) >= {"accuracy", "macro_f1", "n", "per_class"}
+    assert set(result["per_class"]) == {str(d) for d in range(10)}
+    assert 0 <= result["accuracy"] <= 1 and result["n"] > 100
+
+
+def test_predict_json_one_line_per_image(compared, crops, tmp_path):
+    out, _ = compared
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(crops["X"][i]).save(paths[-1])
+    proc = housenum("predict", *paths, "--model", out / "cnn1", "--top-k", "2", "--json")
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(p) for p in paths]
+    assert all(len(line["top_k"]) == 2 and 0 <= line["digit"] <= 9 for line in lines)
+
+
+def test_data_info_counts_and_grid(small_npz, tmp_path):
+    proc = housenum("data", "info", small_npz, "--out", tmp_path / "grid.png", "--json")
+    info = json.loads(proc.stdout)
+    n = len(np.load(small_npz)["y"])
+    assert info["splits"]["train"]["n"] + info["splits"]["test"]["n"] == n
+    assert info["image_shape"] == [32, 32, 3] and info["sources_known"]
+    assert Image.open(tmp_path / "grid.png").size[0] > 300
+
+
+def bad_cases(tmp_path, crops, run):
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image" * 20)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.png"
+    Image.fromarray(crops["X"][0]).resize((300, 300)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    bad_mat = tmp_path / "bad_32x32.mat"
+    write_official_mat(bad_mat, crops["X"][:10], crops["y"][:10])
+    bad_mat.write_bytes(bad_mat.read_bytes()[:5000])
+    wrong_keys = tmp_path / "wrong.npz"
+    np.savez(wrong_keys, images=crops["X"][:10], labels=crops["y"][:10])
+    bad_labels = tmp_path / "labels.npz"
+    np.savez(bad_labels, X=crops["X"][:10], y=np.arange(10) + 5)
+    not_ckpt = tmp_path / "model.pt"
+    not_ckpt.write_bytes(b"junk")
+    return [
+        (["data", "info", tmp_path / "missing.npz"], "no such file"),
+        (["data", "info", wrong_keys], "missing array(s) X, y"),
+        (["data", "info", bad_labels], "labels must be whole numbers 0..9"),
+        (["data", "info", bad_mat], "not a readable MATLAB"),
+        (["train", "--model", "nope"], "unknown model 'nope'"),
+        (["predict", garbage, "--model", run], "not an image"),
+        (["predict", empty, "--model", run], "empty"),
+        (["predict", truncated, "--model", run], "truncated"),
+        (["predict", tmp_path / "none.png", "--model", run], "no such file"),
+        (["evaluate", not_ckpt], "not a readable housenum checkpoint"),
+        (["evaluate", tmp_path], "no best.pt or last.pt"),
+    ]
+
+
+def test_bad_input_is_one_clear_line(compared, crops, tmp_path):
+    out, _ = compared
+    for args, message in bad_cases(tmp_path, crops, out / "cnn1"):
+        proc = housenum(*args, check=False)
+        assert proc.returncode != 0, args
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert message in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)

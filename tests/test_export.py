@@ -1,0 +1,74 @@
+"""ONNX export: parity with PyTorch on real digits, dynamic batch, and the server's choice of runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from housenum.checkpoint import save_checkpoint
+from housenum.cli import app
+from housenum.export import HASH_KEY, OnnxModel, export_onnx, load_digit_recognizer, runtime_of
+from housenum.models import create_model, model_spec
+from housenum.predict import DigitRecognizer
+from housenum.preprocess import pixels_to_tensor
+
+
+def make_checkpoint(path, name: str, seed: int = 0):
+    """An untrained model of the family is enough to check that export preserves the arithmetic."""
+    import torch
+
+    torch.manual_seed(seed)
+    channels = model_spec(name).channels
+    save_checkpoint(path, {"model": name, "channels": channels, "config": {"model": name},
+                           "model_state": create_model(name, channels).state_dict()})
+    return path
+
+
+@pytest.mark.parametrize("name", ["ann1", "cnn2", "resnet"])
+def test_onnx_matches_pytorch_on_real_digits(tmp_path, svhn_dir, name):
+    ckpt = make_checkpoint(tmp_path / "m.pt", name)
+    report = export_onnx(ckpt, parity_data=str(svhn_dir / "crops.npz"), n_parity=256)
+    assert report.path == tmp_path / "m.onnx" and report.n_parity == 256
+    assert report.max_abs_diff < 1e-4
+    assert report.argmax_agreement == 1.0
+
+
+def test_export_cli_prints_parity_and_batch_is_dynamic(tmp_path, svhn_dir, crops):
+    ckpt = make_checkpoint(tmp_path / "run" / "best.pt", "cnn1")
+    out = tmp_path / "exported.onnx"
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--format", "onnx", "--out", str(out),
+                                      "--data", str(svhn_dir / "crops.npz"), "--n", "128", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["max_abs_diff"] < 1e-4 and report["n_parity"] == 128
+
+    onnx_model = OnnxModel(out)
+    recognizer = DigitRecognizer(ckpt)
+    digits = np.stack([recognizer.prepare(x) for x in crops["X"][:7]])
+    for n in (1, 7):
+        assert onnx_model.run(pixels_to_tensor(digits[:n]).numpy()).shape == (n, 10)
+
+    text = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(out), "--data", "synthetic:200", "--n", "16"])
+    assert "max abs diff of logits" in text.stdout
+    bad = CliRunner().invoke(app, ["export", str(ckpt), "--format", "tflite"])
+    assert bad.exit_code == 2
+
+
+def test_server_runtime_follows_the_export(tmp_path, crops):
+    ckpt = make_checkpoint(tmp_path / "digits.pt", "cnn1")
+    assert runtime_of(load_digit_recognizer(ckpt)) == "pytorch"
+    export_onnx(ckpt, parity_data="synthetic:200", n_parity=8)
+    onnx_rec = load_digit_recognizer(ckpt)
+    assert runtime_of(onnx_rec) == "onnxruntime"
+    assert onnx_rec.loaded.model.metadata[HASH_KEY]
+    images = list(crops["X"][:32])
+    torch_preds = DigitRecognizer(ckpt).predict(images)
+    onnx_preds = onnx_rec.predict(images)
+    assert [p.digit for p in onnx_preds] == [p.digit for p in torch_preds]
+    assert np.allclose([p.confidence for p in onnx_preds], [p.confidence for p in torch_preds], atol=1e-5)
+
+    make_checkpoint(ckpt, "cnn1", seed=1)  # retrained: the export beside it is now stale
+    assert runtime_of(load_digit_recognizer(ckpt)) == "pytorch"

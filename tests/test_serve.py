@@ -1,0 +1,254 @@
+"""The HTTP service, end to end: a real `housenum serve` on a loopback port, real SVHN photos and crops."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from housenum.checkpoint import DEFAULT_DIGIT_MODEL
+
+READER_INSTALLED = importlib.util.find_spec("housenum.read") is not None
+
+
+# ---------------------------------------------------------------- fixtures shared with test_browser.py
+
+@pytest.fixture(scope="session")
+def digit_checkpoint(tmp_path_factory) -> Path:
+    """The shipped digit model (or $HOUSENUM_TEST_DIGIT_MODEL, a run folder or .pt) copied to a temp
+    folder with its ONNX export beside it, so the server runs it on ONNX Runtime."""
+    from housenum.checkpoint import checkpoint_path
+    from housenum.export import export_onnx
+
+    source = checkpoint_path(os.environ.get("HOUSENUM_TEST_DIGIT_MODEL") or DEFAULT_DIGIT_MODEL)
+    path = tmp_path_factory.mktemp("model") / "digits.pt"
+    shutil.copyfile(source, path)
+    export_onnx(path, parity_data="synthetic:200", n_parity=8)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(digit_checkpoint, svhn_dir, tmp_path_factory):
+    """Base URL of `housenum serve` running in a subprocess on a free loopback port."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    cmd = [sys.executable, "-m", "housenum.cli", "serve", "--port", str(port), "--threads", "1",
+           "--digit-model", str(digit_checkpoint), "--examples", str(svhn_dir / "numbers" / "images")]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not start; log:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def png_bytes(pixels: np.ndarray | Image.Image) -> bytes:
+    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def example_photos(svhn_dir: Path, n: int) -> list[tuple[Path, str]]:
+    """The first n test photos with their true numbers."""
+    labels = json.loads((svhn_dir / "numbers" / "labels.json").read_text())
+    names = [f"test_{i}.png" for i in range(1, n + 1)]
+    return [(svhn_dir / "numbers" / "images" / name, labels[name]["label"]) for name in names]
+
+
+# ---------------------------------------------------------------- happy paths
+
+def test_health_models_and_metrics(server):
+    health = httpx.get(f"{server}/healthz").json()
+    assert health["status"] == "ok" and health["digits"]
+    assert (health["numbers"] is not None) == READER_INSTALLED
+    models = httpx.get(f"{server}/v1/models").json()
+    assert models["digits"]["runtime"] == "onnxruntime"
+    assert models["digits"]["channels"] in (1, 3)
+    assert models["numbers"]["available"] == READER_INSTALLED
+    assert models["limits"] == {"max_bytes": 10 * 1024 * 1024, "max_pixels": 40_000_000, "max_batch": 32}
+
+    httpx.post(f"{server}/v1/digits", content=b"not an image", headers={"content-type": "image/png"})
+    metrics = httpx.get(f"{server}/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'housenum_http_requests_total{method="POST",route="/v1/digits",status="400"}' in text
+    assert 'housenum_http_errors_total{code="not_an_image",route="/v1/digits"}' in text
+    assert "housenum_http_request_seconds_bucket" in text
+
+
+def test_digits_agree_with_the_library_and_are_right(server, crops, digit_checkpoint):
+    from housenum.predict import DigitRecognizer
+
+    idx = np.random.default_rng(0).choice(len(crops["y"]), 48, replace=False)
+    images, labels = crops["X"][idx], crops["y"][idx]
+    expected = DigitRecognizer(digit_checkpoint).predict(list(images), top_k=3)  # PyTorch, in process
+    got = []
+    with httpx.Client(base_url=server) as client:
+        for image in images:
+            r = client.post("/v1/digits", files={"file": ("crop.png", png_bytes(image), "image/png")})
+            assert r.status_code == 200, r.text
+            got.append(r.json())
+    assert set(got[0]) == {"digit", "confidence", "top_k", "model", "ms"}
+    assert len(got[0]["top_k"]) == 3 and got[0]["ms"] > 0
+    assert [g["digit"] for g in got] == [e.digit for e in expected]
+    assert np.allclose([g["confidence"] for g in got], [e.confidence for e in expected], atol=1e-4)
+    assert np.mean([g["digit"] for g in got] == labels) >= 0.6
+
+
+def test_digits_raw_body_top_k_and_batch(server, crops):
+    one = png_bytes(crops["X"][0])
+    raw = httpx.post(f"{server}/v1/digits?top_k=5", content=one, headers={"content-type": "image/png"})
+    assert raw.status_code == 200 and len(raw.json()["top_k"]) == 5
+
+    files = [("files", (f"d{i}.png", png_bytes(crops["X"][i]), "image/png")) for i in range(6)]
+    files.insert(2, ("files", ("broken.png", b"\x89PNG\r\n\x1a\n nope", "image/png")))
+    batch = httpx.post(f"{server}/v1/digits/batch", files=files)
+    assert batch.status_code == 200
+    results = batch.json()["results"]
+    assert [r["file"] for r in results] == ["d0.png", "d1.png", "broken.png", "d2.png", "d3.png", "d4.png", "d5.png"]
+    assert results[2]["error"]["code"] == "not_an_image"
+    assert results[0]["digit"] == raw.json()["digit"]
+
+
+def test_numbers_reads_real_photos(server, svhn_dir):
+    photo, _ = example_photos(svhn_dir, 1)[0]
+    r = httpx.post(f"{server}/v1/numbers", files={"file": (photo.name, photo.read_bytes(), "image/png")})
+    if not READER_INSTALLED:
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "reader_unavailable"
+        return
+    from housenum.read import NumberReader
+
+    reader = NumberReader()
+    photos = example_photos(svhn_dir, 12)
+    right = 0
+    with httpx.Client(base_url=server) as client:
+        for path, label in photos:
+            r = client.post("/v1/numbers", content=path.read_bytes(), headers={"content-type": "image/png"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert set(body) >= {"number", "confidence", "boxes", "model", "ms"}
+            assert body["number"] == reader.read(Image.open(path).convert("RGB")).number
+            assert all(len(box) == 5 for box in body["boxes"])
+            right += body["number"] == label
+    assert right >= len(photos) // 2
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p, _ in photos[:4]]
+    batch = httpx.post(f"{server}/v1/numbers/batch", files=files).json()
+    assert [r["file"] for r in batch["results"]] == [p.name for p, _ in photos[:4]]
+
+
+# ---------------------------------------------------------------- every error is a JSON 4xx and the server stays up
+
+def _huge_pixels_png() -> bytes:
+    """48 megapixels of black: a 46 KB file that would take 48 MB to decode."""
+    return png_bytes(Image.new("L", (8000, 6000)))
+
+
+ERROR_CASES = {
+    "not an image": (400, "not_an_image", dict(content=b"hello", headers={"content-type": "image/png"})),
+    "empty file": (400, "empty", dict(files={"file": ("e.png", b"", "image/png")})),
+    "truncated png": (400, "not_an_image", "truncated"),
+    "too many bytes": (413, "too_large", dict(content=b"\0" * (10 * 1024 * 1024 + 70_000),
+                                               headers={"content-type": "image/png"})),
+    "too many bytes, streamed": (413, "too_large", "streamed"),
+    "too many pixels": (413, "too_large", "pixels"),
+    "wrong body type": (415, "unsupported_media_type",
+                        dict(content=b"{}", headers={"content-type": "application/json"})),
+    "no content type": (415, "unsupported_media_type", dict(content=b"x")),
+    "wrong part type": (415, "unsupported_media_type", dict(files={"file": ("a.txt", b"hello", "text/plain")})),
+    "missing file field": (422, "missing_file", dict(files={"image": ("a.png", b"x", "image/png")})),
+    "text instead of file": (422, "not_a_file", dict(data={"file": "hello"}, files={"other": ("a", b"x")})),
+    "two files": (422, "one_file_only", "two"),
+    "top_k too large": (422, "invalid_parameter", dict(params={"top_k": 11}, files={"file": ("a.png", b"x")})),
+    "top_k not a number": (422, "invalid_parameter", dict(params={"top_k": "x"}, files={"file": ("a.png", b"x")})),
+    "broken multipart": (400, "bad_multipart", dict(content=b"--zz\r\nContent-Disposition: form-data\r\n\r\nx",
+                                                    headers={"content-type": "multipart/form-data; boundary=zz"})),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_bad_input_is_a_json_4xx(server, crops, case):
+    status, code, request = ERROR_CASES[case]
+    good = png_bytes(crops["X"][0])
+    if request == "truncated":
+        request = dict(files={"file": ("t.png", good[: len(good) // 2], "image/png")})
+    elif request == "streamed":
+        chunks = (b"\0" * (1024 * 1024) for _ in range(12))  # no Content-Length: chunked transfer
+        request = dict(content=chunks, headers={"content-type": "image/png"})
+    elif request == "pixels":
+        request = dict(files={"file": ("huge.png", _huge_pixels_png(), "image/png")})
+    elif request == "two":
+        request = dict(files=[("file", ("a.png", good, "image/png")), ("file", ("b.png", good, "image/png"))])
+    r = httpx.post(f"{server}/v1/digits", timeout=30, **request)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"]
+
+
+def test_batch_limits_and_unknown_routes(server, crops):
+    good = png_bytes(crops["X"][0])
+    too_many = httpx.post(f"{server}/v1/digits/batch", files=[("files", (f"{i}.png", good, "image/png"))
+                                                              for i in range(33)])
+    assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_many_files"
+    assert httpx.get(f"{server}/v1/nothing").json()["error"]["code"] == "not_found"
+    assert httpx.get(f"{server}/v1/digits").json()["error"]["code"] == "method_not_allowed"
+
+
+def test_server_survives_a_burst_of_bad_input(server, crops):
+    with httpx.Client(base_url=server) as client:
+        for i in range(30):
+            client.post("/v1/digits", content=os.urandom(64 + i), headers={"content-type": "image/jpeg"})
+        assert client.get("/healthz").status_code == 200
+        ok = client.post("/v1/digits", content=png_bytes(crops["X"][1]), headers={"content-type": "image/png"})
+        assert ok.status_code == 200
+
+
+# ---------------------------------------------------------------- docs and page, offline
+
+def test_openapi_docs_and_page_need_no_network(server):
+    spec = httpx.get(f"{server}/openapi.json").json()
+    for path in ("/v1/numbers", "/v1/digits", "/v1/numbers/batch", "/v1/digits/batch", "/healthz", "/v1/models"):
+        assert path in spec["paths"]
+    assert "multipart/form-data" in spec["paths"]["/v1/digits"]["post"]["requestBody"]["content"]
+    for page, assets in (("/", ("app.js", "style.css")), ("/docs", ("docs.js", "docs.css", "style.css"))):
+        html = httpx.get(f"{server}{page}")
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        texts = [html.text] + [httpx.get(f"{server}/static/{a}").text for a in assets]
+        assert not any("http://" in t or "https://" in t or "//cdn" in t for t in texts)
+    examples = httpx.get(f"{server}/v1/examples").json()["examples"]
+    assert examples and httpx.get(f"{server}{examples[0]['url']}").content[:4] == b"\x89PNG"
+    assert httpx.get(f"{server}/examples/..%2Fpasswd").status_code == 404

@@ -1,0 +1,137 @@
+"""Train -> evaluate -> predict end to end on real digits, determinism, resume and atomic checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from housenum.checkpoint import load_model, read_checkpoint, save_checkpoint
+from housenum.data import load_digits
+from housenum.evaluate import evaluate_run
+from housenum.predict import predict_digits
+from housenum.train import TrainConfig, train
+
+FILES = ["best.pt", "last.pt", "config.json", "history.csv", "curves.png", "summary.txt"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, small_npz):
+    run = tmp_path_factory.mktemp("runs") / "cnn1"
+    result = train(TrainConfig(model="cnn1", data=str(small_npz), epochs=4, batch_size=32), run, progress=False)
+    return run, result
+
+
+def test_run_folder_has_every_artifact(trained_run):
+    run, result = trained_run
+    for name in FILES:
+        assert (run / name).stat().st_size > 0, name
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model"], config["epochs"], config["batch_size"], config["lr"]) == ("cnn1", 4, 32, 1e-3)
+    assert len(result.history) == 4
+    assert "Total params: 267,306" in (run / "summary.txt").read_text()
+    header = (run / "history.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,loss,acc,val_loss,val_acc,seconds")
+
+
+def test_accuracy_beats_chance_on_real_digits(trained_run, small_npz):
+    run, _ = trained_run
+    result = evaluate_run(run, str(small_npz))
+    majority = np.bincount(load_digits(str(small_npz)).test.labels).max() / result.n
+    assert result.accuracy > majority + 0.1, (result.accuracy, majority)
+    for name in ("report.txt", "metrics.json", "confusion.png", "mistakes.png"):
+        assert (run / "eval" / name).stat().st_size > 0
+
+
+def test_predict_reads_image_files_of_any_mode(trained_run, crops, tmp_path):
+    run, _ = trained_run
+    rgb = Image.fromarray(crops["X"][0]).resize((70, 90))
+    paths = []
+    for mode in ("RGB", "RGBA", "L", "P"):
+        path = tmp_path / f"digit_{mode}.png"
+        rgb.convert(mode).save(path)
+        paths.append(path)
+    jpeg = tmp_path / "digit.jpg"
+    rgb.save(jpeg, quality=90)
+    preds = predict_digits([*paths, jpeg], run, top_k=3)
+    assert len(preds) == 5
+    for p in preds:
+        assert 0 <= p.digit <= 9 and len(p.top_k) == 3
+        assert abs(sum(q for _, q in p.top_k) - 1) < 1 and p.top_k[0][1] == p.confidence
+    assert len({p.digit for p in preds[:2]}) == 1
+
+
+def test_same_seed_same_weights(small_npz, tmp_path):
+    data = load_digits(str(small_npz))
+    states = []
+    for i in range(2):
+        train(TrainConfig(model="cnn2", epochs=1, seed=7, threads=1), tmp_path / f"r{i}", data=data, progress=False)
+        states.append(read_checkpoint(tmp_path / f"r{i}" / "last.pt")["model_state"])
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+    other = train(TrainConfig(model="cnn2", epochs=1, seed=8, threads=1), tmp_path / "r2", data=data,
+                  progress=False)
+    assert not torch.equal(read_checkpoint(other.run_dir / "last.pt")["model_state"]["0.weight"],
+                           states[0]["0.weight"])
+
+
+def test_resume_continues_to_more_epochs(small_npz, tmp_path):
+    data = load_digits(str(small_npz))
+    train(TrainConfig(model="ann1", epochs=1), tmp_path, data=data, progress=False)
+    result = train(TrainConfig(model="ann1", epochs=3), tmp_path, data=data, resume=True, progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert read_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+
+
+def test_strong_recipe_runs_with_augmentation_and_ema(tmp_path):
+    result = train(TrainConfig(model="resnet", data="synthetic:400", epochs=1, batch_size=128), tmp_path,
+                   progress=False)
+    assert result.config.recipe == "strong" and result.config.augment and result.config.ema
+    assert load_model(tmp_path).channels == 3
+
+
+KILL_DURING_SAVE = """
+import sys, torch
+from pathlib import Path
+from housenum.checkpoint import save_checkpoint
+Path(sys.argv[2]).touch()
+save_checkpoint(Path(sys.argv[1]), {"model": "big", "blob": torch.randn(60_000_000)})
+"""
+
+
+def test_kill_during_save_leaves_old_checkpoint_intact(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": "old", "epoch": 1})
+    started = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_SAVE, str(path), str(started)])
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".last.pt.*.tmp")):
+        time.sleep(0.005)
+    assert list(tmp_path.glob(".last.pt.*.tmp")), "the save never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = read_checkpoint(path)
+    assert (state["model"], state["epoch"]) == ("old", 1)
+
+
+def test_ctrl_c_keeps_a_usable_checkpoint(small_npz, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "housenum.cli", "train", "--model", "ann1", "--data", str(small_npz),
+         "--epochs", "500", "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "last.pt").exists():
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "--resume" in err
+    assert load_model(run).name == "ann1"
+    assert read_checkpoint(run / "last.pt")["epoch"] >= 1
