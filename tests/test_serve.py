@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -19,8 +18,7 @@ import pytest
 from PIL import Image
 
 from housenum.checkpoint import DEFAULT_DIGIT_MODEL
-
-READER_INSTALLED = importlib.util.find_spec("housenum.read") is not None
+from housenum.errors import ModelError
 
 
 # ---------------------------------------------------------------- fixtures shared with test_browser.py
@@ -39,6 +37,24 @@ def digit_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def reader_model() -> str | None:
+    """$HOUSENUM_TEST_READER_MODEL (a reader run folder or .pt), else the shipped reader (None)."""
+    return os.environ.get("HOUSENUM_TEST_READER_MODEL")
+
+
+@pytest.fixture(scope="session")
+def number_reader(reader_model):
+    """The reader the server loads, in process; None while `housenum.read` or its model is missing,
+    in which case the server must answer /v1/numbers with 503."""
+    try:
+        from housenum.read import NumberReader
+
+        return NumberReader(reader_model)
+    except (ImportError, ModelError):
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,12 +62,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server(digit_checkpoint, svhn_dir, tmp_path_factory):
+def server(digit_checkpoint, reader_model, svhn_dir, tmp_path_factory):
     """Base URL of `housenum serve` running in a subprocess on a free loopback port."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     cmd = [sys.executable, "-m", "housenum.cli", "serve", "--port", str(port), "--threads", "1",
            "--digit-model", str(digit_checkpoint), "--examples", str(svhn_dir / "numbers" / "images")]
+    if reader_model:
+        cmd += ["--number-model", reader_model]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -90,14 +108,14 @@ def example_photos(svhn_dir: Path, n: int) -> list[tuple[Path, str]]:
 
 # ---------------------------------------------------------------- happy paths
 
-def test_health_models_and_metrics(server):
+def test_health_models_and_metrics(server, number_reader):
     health = httpx.get(f"{server}/healthz").json()
     assert health["status"] == "ok" and health["digits"]
-    assert (health["numbers"] is not None) == READER_INSTALLED
+    assert (health["numbers"] is not None) == (number_reader is not None)
     models = httpx.get(f"{server}/v1/models").json()
     assert models["digits"]["runtime"] == "onnxruntime"
     assert models["digits"]["channels"] in (1, 3)
-    assert models["numbers"]["available"] == READER_INSTALLED
+    assert models["numbers"]["available"] == (number_reader is not None)
     assert models["limits"] == {"max_bytes": 10 * 1024 * 1024, "max_pixels": 40_000_000, "max_batch": 32}
 
     httpx.post(f"{server}/v1/digits", content=b"not an image", headers={"content-type": "image/png"})
@@ -143,17 +161,38 @@ def test_digits_raw_body_top_k_and_batch(server, crops):
     assert results[0]["digit"] == raw.json()["digit"]
 
 
-def test_numbers_reads_real_photos(server, svhn_dir):
-    photo, _ = example_photos(svhn_dir, 1)[0]
-    r = httpx.post(f"{server}/v1/numbers", files={"file": (photo.name, photo.read_bytes(), "image/png")})
-    if not READER_INSTALLED:
+def test_concurrent_requests_are_merged_and_answered_alike(server, crops):
+    """Requests that queue while the model runs share one model call; each keeps its own top_k."""
+    import asyncio
+
+    images = [png_bytes(x) for x in crops["X"][100:124]]
+    with httpx.Client(base_url=server) as client:
+        alone = [client.post("/v1/digits", content=im, headers={"content-type": "image/png"}).json()
+                 for im in images]
+
+    async def together() -> list[dict]:
+        async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+            replies = await asyncio.gather(*(client.post("/v1/digits", params={"top_k": 1 + i % 4}, content=im,
+                                                         headers={"content-type": "image/png"})
+                                             for i, im in enumerate(images)))
+        return [r.json() for r in replies]
+
+    merged = asyncio.run(together())
+    assert [m["digit"] for m in merged] == [a["digit"] for a in alone]
+    assert [len(m["top_k"]) for m in merged] == [1 + i % 4 for i in range(len(images))]
+    batches = [line for line in httpx.get(f"{server}/metrics").text.splitlines()
+               if line.startswith("housenum_batch_size_count")]
+    assert batches
+
+
+def test_numbers_reads_real_photos(server, svhn_dir, number_reader):
+    photos = example_photos(svhn_dir, 12)
+    first = photos[0][0]
+    r = httpx.post(f"{server}/v1/numbers", files={"file": (first.name, first.read_bytes(), "image/png")})
+    if number_reader is None:
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "reader_unavailable"
         return
-    from housenum.read import NumberReader
-
-    reader = NumberReader()
-    photos = example_photos(svhn_dir, 12)
     right = 0
     with httpx.Client(base_url=server) as client:
         for path, label in photos:
@@ -161,13 +200,15 @@ def test_numbers_reads_real_photos(server, svhn_dir):
             assert r.status_code == 200, r.text
             body = r.json()
             assert set(body) >= {"number", "confidence", "boxes", "model", "ms"}
-            assert body["number"] == reader.read(Image.open(path).convert("RGB")).number
+            assert body["number"] == number_reader.read(path).number
             assert all(len(box) == 5 for box in body["boxes"])
             right += body["number"] == label
     assert right >= len(photos) // 2
     files = [("files", (p.name, p.read_bytes(), "image/png")) for p, _ in photos[:4]]
+    files.append(("files", ("broken.png", b"nope", "image/png")))
     batch = httpx.post(f"{server}/v1/numbers/batch", files=files).json()
-    assert [r["file"] for r in batch["results"]] == [p.name for p, _ in photos[:4]]
+    assert [r["file"] for r in batch["results"]] == [p.name for p, _ in photos[:4]] + ["broken.png"]
+    assert batch["results"][-1]["error"]["code"] == "not_an_image"
 
 
 # ---------------------------------------------------------------- every error is a JSON 4xx and the server stays up

@@ -12,6 +12,7 @@ from torch import nn
 from housenum.errors import ModelError
 from housenum.io import atomic_path
 from housenum.models import create_model
+from housenum.models.layers import TemperatureScaled
 
 FORMAT = "housenum-checkpoint/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -70,6 +71,8 @@ def load_model(source: str | Path | None = None) -> LoadedModel:
         model.load_state_dict(state["model_state"])
     except RuntimeError as e:
         raise ModelError(f"{path}: weights do not fit model '{state['model']}' ({e})") from None
+    if state.get("temperature"):
+        model = TemperatureScaled(model, state["temperature"])
     model.eval()
     return LoadedModel(model, state["model"], state["channels"], state.get("config", {}), path)
 

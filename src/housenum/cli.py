@@ -195,6 +195,8 @@ def serve_cmd(
     max_megapixels: Annotated[float, typer.Option(help="Largest image accepted, in megapixels (from its header).")
                               ] = 40,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images in one batch request.")] = 32,
+    max_merge: Annotated[int, typer.Option(
+        min=1, help="Most single-image requests run together in one model call when they queue (1: never).")] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per worker; default: all cores.")
                        ] = None,
 ) -> None:
@@ -206,7 +208,8 @@ def serve_cmd(
     settings = Settings(digit_model=str(digit_model) if digit_model else None,
                         number_model=str(number_model) if number_model else None,
                         max_bytes=int(max_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000),
-                        max_batch=max_batch, threads=threads, examples=str(examples) if examples else None)
+                        max_batch=max_batch, max_merge=max_merge, threads=threads,
+                        examples=str(examples) if examples else None)
     typer.echo(f"housenum: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
     serve(settings, host, port, workers)
 
@@ -237,6 +240,82 @@ def export_cmd(
                f"from {report.checkpoint}")
     typer.echo(f"parity on {report.n_parity} digits of {report.parity_data}: max abs diff of logits "
                f"{report.max_abs_diff:.2e}, same top digit {report.argmax_agreement:.2%}")
+
+
+@app.command("read")
+def read_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Street photos (PNG, JPEG, any size).")],
+    model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo per line.")] = False,
+) -> None:
+    """Read the whole house number in each photo, with a confidence and the digit boxes."""
+    from housenum.read import NumberReader
+
+    reader = NumberReader(model)
+    failed = False
+    for path in images:
+        try:
+            reading = reader.read(path)
+        except HousenumError as e:
+            failed = True
+            _err(str(e))
+            continue
+        if as_json:
+            typer.echo(json.dumps({"file": str(path), **reading.as_json()}))
+        else:
+            typer.echo(f"{path}: {reading.number or '(no number)'} ({reading.confidence:.1%})")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("evaluate-numbers")
+def evaluate_numbers_cmd(
+    data: Annotated[str, typer.Argument(help="Photos: a folder with labels.json or digitStruct.mat, "
+                                             "'svhn-full[:test|train|extra]' or 'synthetic[:N]'.")],
+    model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
+    files: Annotated[str | None, typer.Option(help="Only photos whose name matches this glob, e.g. 'test_*'.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for failures.png.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Whole-number and per-digit accuracy, accuracy by length, coverage at 95%/98% precision."""
+    from housenum.evaluate_numbers import evaluate_numbers
+
+    result = evaluate_numbers(data, model, out, files)
+    if as_json:
+        typer.echo(json.dumps(result.as_json()))
+        return
+    typer.echo(result.report())
+
+
+@app.command("train-reader")
+def train_reader_cmd(
+    data: Annotated[str, typer.Option(help="Labelled photos: a folder with labels.json or digitStruct.mat, "
+                                           "'svhn-full:train' or 'synthetic[:N]'.")] = "synthetic:2000",
+    holdout: Annotated[str, typer.Option(help="Never train or validate on photos matching this glob "
+                                              "('' for none).")] = "test_*",
+    epochs: Annotated[int, typer.Option(help="Passes over the real training photos.")] = 30,
+    synthetic: Annotated[int, typer.Option(help="Synthetic number photos mixed in.")] = 12000,
+    synthetic_empty: Annotated[int, typer.Option(help="Synthetic photos without a number.")] = 3000,
+    fold: Annotated[int | None, typer.Option(help="Use photo fold K of 5 as validation.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/reader"),
+) -> None:
+    """Train the whole-number reader (localiser + reader) and write its run folder: best.pt,
+    last.pt, config.json, history.csv and curves.png."""
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    cfg = ReaderTrainConfig(data=data, holdout=holdout or None, epochs=epochs, synthetic=synthetic,
+                            synthetic_empty=synthetic_empty, fold=fold, seed=seed, threads=threads,
+                            device=device)
+    try:
+        result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True))
+    except KeyboardInterrupt:
+        _err(f"interrupted; the last finished epoch is in {out}/last.pt")
+        raise typer.Exit(130) from None
+    typer.echo(f"reader: best validation whole-number accuracy {result.best_val_acc:.4f}, "
+               f"{result.train_seconds:.0f} s; run folder {out}")
 
 
 def main() -> None:

@@ -79,8 +79,8 @@ def score(probs: np.ndarray, labels: np.ndarray) -> Evaluation:
     )
 
 
-def predict_probs(loaded: LoadedModel, digits: DigitSet) -> np.ndarray:
-    logits = predict_logits(loaded.model, digits.with_channels(loaded.channels).images)
+def predict_probs(loaded: LoadedModel, digits: DigitSet, tta: bool = False) -> np.ndarray:
+    logits = predict_logits(loaded.model, digits.with_channels(loaded.channels).images, tta=tta)
     return torch.softmax(logits, 1).numpy()
 
 
@@ -94,7 +94,7 @@ def inference_ms_per_image(loaded: LoadedModel, digits: DigitSet, n: int = 2048)
 
 
 def evaluate_run(model: str | Path | None, data: str | None = None,
-                 out_dir: str | Path | None = None) -> Evaluation:
+                 out_dir: str | Path | None = None, tta: bool = False) -> Evaluation:
     """Evaluate a run folder or checkpoint (None: the shipped model) on a dataset's test split.
 
     Writes `report.txt`, `metrics.json`, `confusion.png` and `mistakes.png` into `out_dir`
@@ -103,7 +103,7 @@ def evaluate_run(model: str | Path | None, data: str | None = None,
     loaded = load_model(model)
     spec = data or loaded.config.get("data") or DEFAULT_SPEC
     test = load_digits(spec).test
-    result = score(predict_probs(loaded, test), test.labels)
+    result = score(predict_probs(loaded, test, tta), test.labels)
     if out_dir is None and model is not None and Path(model).is_dir():
         out_dir = Path(model) / "eval"
     if out_dir is not None:

@@ -30,12 +30,15 @@ from housenum.data.splits import validation_split
 from housenum.errors import ModelError
 from housenum.io import atomic_open, write_text
 from housenum.models import create_model, model_spec
+from housenum.models.layers import fit_temperature
 from housenum.models.summary import model_summary
 from housenum.preprocess import pixels_to_tensor
 
-# Named recipes: what each switches on beyond the notebook's plain Adam + cross-entropy.
+# Named recipes: every knob a recipe sets; a TrainConfig field left at None takes the recipe's value.
 RECIPES: dict[str, dict] = {
-    "notebook": {},
+    "notebook": {  # the course notebook: plain Adam, cross-entropy, constant learning rate
+        "augment": False, "label_smoothing": 0.0, "schedule": "constant", "weight_decay": 0.0, "ema": 0.0,
+    },
     "strong": {
         "augment": True,          # batched affine warp + colour jitter
         "label_smoothing": 0.1,
@@ -61,11 +64,13 @@ class TrainConfig:
     val_fraction: float = 0.2
     fold: int | None = None          # cross-validation fold (of n_folds) used as validation
     n_folds: int = 5
-    augment: bool = False
-    label_smoothing: float = 0.0
-    schedule: str = "constant"       # constant | onecycle
-    weight_decay: float = 0.0
-    ema: float | None = None
+    augment: bool | None = None          # None: the recipe's value (see RECIPES)
+    label_smoothing: float | None = None
+    schedule: str | None = None          # constant | onecycle
+    weight_decay: float | None = None
+    ema: float | None = None             # decay of the weight average; 0 is off
+    cutout: int = 0                  # side of the square cut out by augmentation (0: off)
+    synthetic: int = 0               # synthetic digit crops added to the training split
     device: str = "auto"             # auto | cpu | cuda
     threads: int | None = None       # CPU threads; None: all cores
     extra: dict = field(default_factory=dict)
@@ -81,9 +86,8 @@ class TrainConfig:
         cfg.recipe = cfg.recipe or spec.recipe
         if cfg.recipe not in RECIPES:
             raise ModelError(f"unknown recipe '{cfg.recipe}'; choose from {', '.join(RECIPES)}")
-        defaults = TrainConfig(model=self.model)
         for key, value in RECIPES[cfg.recipe].items():
-            if getattr(self, key) == getattr(defaults, key):
+            if getattr(cfg, key) is None:
                 setattr(cfg, key, value)
         if cfg.channels not in (1, 3):
             raise ModelError(f"channels must be 1 or 3, got {cfg.channels}")
@@ -146,17 +150,38 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
+TTA_SHIFTS = ((0, 0), (0, 2), (0, -2), (2, 0), (-2, 0))
+
+
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Translate by whole pixels, replicating the border (no wrap-around)."""
+    if dy == dx == 0:
+        return x
+    pad = F.pad(x, (2, 2, 2, 2), mode="replicate")
+    h, w = x.shape[2:]
+    return pad[:, :, 2 - dy:2 - dy + h, 2 - dx:2 - dx + w]
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 1024,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logits for (N, C, 32, 32) stored pixels (or (N, 32, 32, C) arrays), in big eval batches."""
+                   device: torch.device | str = "cpu", tta: bool = False) -> torch.Tensor:
+    """Logits for (N, C, 32, 32) stored pixels (or (N, 32, 32, C) arrays), in big eval batches.
+
+    `tta` averages log-probabilities over the image and four 2-pixel shifts.
+    """
     if isinstance(images, np.ndarray):
         images = as_tensor_nchw(images)
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = pixels_to_tensor(images[i:i + batch_size]).to(device)
-        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+        if tta:
+            views = [_shifted(x, dy, dx) for dy, dx in TTA_SHIFTS]
+            logits = torch.stack([F.log_softmax(model(v.contiguous(memory_format=torch.channels_last)).float(), 1)
+                                  for v in views]).mean(0)
+        else:
+            logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+        out.append(logits.cpu())
     return torch.cat(out) if out else torch.empty(0, 10)
 
 
@@ -184,8 +209,18 @@ class _EMA:
 
 
 def split_for_training(data: DigitData, cfg: TrainConfig) -> tuple[DigitSet, DigitSet]:
-    """Validation: the course file's own fraction split, else by source photo where known."""
-    return validation_split(data.train, cfg.val_fraction, cfg.fold, cfg.n_folds)
+    """Validation: the course file's own fraction split, else by source photo where known.
+
+    Synthetic crops, when asked for, join the training side only, so validation stays real.
+    """
+    train_set, val_set = validation_split(data.train, cfg.val_fraction, cfg.fold, cfg.n_folds)
+    if cfg.synthetic:
+        from housenum.data.synthetic import synthetic_digits
+
+        extra = synthetic_digits(cfg.synthetic, seed=cfg.seed + 1000).with_channels(train_set.channels)
+        train_set = DigitSet(np.concatenate([train_set.images, extra.images.astype(train_set.images.dtype)]),
+                             np.concatenate([train_set.labels, extra.labels]))
+    return train_set, val_set
 
 
 def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = None,
@@ -232,7 +267,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     use_amp = device.type == "cuda"
-    aug = Augment() if cfg.augment else None
+    aug = Augment(cutout=cfg.cutout) if cfg.augment else None
     gen = torch.Generator().manual_seed(cfg.seed)
 
     history: list[dict] = []
@@ -316,7 +351,18 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             _write_history(run_dir, history, cfg.model)
         if on_epoch is not None:
             on_epoch(row)
+    if dist.main and (run_dir / "best.pt").exists():
+        _calibrate(run_dir / "best.pt", x_val, y_val)
     return TrainResult(run_dir, history, best_val_acc, elapsed, cfg)
+
+
+def _calibrate(best_path: Path, x_val: torch.Tensor, y_val: torch.Tensor) -> None:
+    """Fit a temperature for the best checkpoint on validation data and store it beside the weights."""
+    state = read_checkpoint(best_path)
+    model = create_model(state["model"], state["channels"])
+    model.load_state_dict(state["model_state"])
+    state["temperature"] = fit_temperature(predict_logits(model, x_val), y_val)
+    save_checkpoint(best_path, {k: v for k, v in state.items() if k != "format"})
 
 
 def _progress(batches, epoch: int, epochs: int, enabled: bool):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import mmap
 import os
 import re
@@ -288,9 +289,10 @@ class _Unsupported(Exception):
 
 
 _U16, _U32, _U64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q")
-_DTYPES = {(0, 1, False): "<u1", (0, 2, False): "<u2", (0, 4, False): "<u4", (0, 8, False): "<u8",
-           (0, 1, True): "<i1", (0, 2, True): "<i2", (0, 4, True): "<i4", (0, 8, True): "<i8",
-           (1, 4, False): "<f4", (1, 8, False): "<f8", (7, 8, False): "<u8"}
+# (class, size, signed) -> struct code; class 0 integer, 1 float, 7 object reference (an address)
+_CODES = {(0, 1, False): "B", (0, 2, False): "H", (0, 4, False): "I", (0, 8, False): "Q",
+          (0, 1, True): "b", (0, 2, True): "h", (0, 4, True): "i", (0, 8, True): "q",
+          (1, 4, False): "f", (1, 8, False): "d", (7, 8, False): "Q"}
 
 
 class _RawHDF5:
@@ -311,11 +313,11 @@ class _RawHDF5:
         for field in BOX_FIELDS:
             values, is_ref = self.dataset(members[field])
             if is_ref:
-                values = np.array([self.dataset(int(a))[0][0] for a in values])
-            cols.append(values.astype(np.float64))
+                values = [self.dataset(a)[0][0] for a in values]
+            cols.append(values)
         if len({len(c) for c in cols}) != 1:
             raise _Unsupported
-        return "".join(map(chr, chars)), np.stack(cols, axis=1)
+        return "".join(map(chr, chars)), np.array(cols, np.float64).T.reshape(-1, 5)
 
     def _messages(self, addr: int) -> list[tuple[int, int, int]]:
         """(type, data offset, size) of each message in the object header at `addr`."""
@@ -337,34 +339,34 @@ class _RawHDF5:
                 q += 8 + length
         return out
 
-    def dataset(self, addr: int) -> tuple[np.ndarray, bool]:
+    def dataset(self, addr: int) -> tuple[tuple, bool]:
         """The values of a small dataset, flattened, and whether they are object references."""
         buf = self.buf
-        count = dtype = data = None
+        count = code = data = None
         for kind, d, _ in self._messages(addr):
             if kind == 0x01:  # dataspace
                 version, rank = buf[d], buf[d + 1]
                 first = d + (8 if version == 1 else 4)
-                count = int(np.prod([_U64.unpack_from(buf, first + 8 * i)[0] for i in range(rank)]))
+                count = math.prod(struct.unpack_from(f"<{rank}Q", buf, first))
             elif kind == 0x03:  # datatype
                 cls, size = buf[d] & 0x0F, _U32.unpack_from(buf, d + 4)[0]
                 if buf[d + 1] & 1:
                     raise _Unsupported  # big-endian
-                dtype = _DTYPES.get((cls, size, cls == 0 and bool(buf[d + 1] & 8)))
-                if dtype is None:
+                code = _CODES.get((cls, size, cls == 0 and bool(buf[d + 1] & 8)))
+                if code is None:
                     raise _Unsupported
+                itemsize = size
                 is_ref = cls == 7
             elif kind == 0x08:  # data layout
                 data = self._layout(d)
             elif kind == 0x0B:  # filter pipeline (compression)
                 raise _Unsupported
-        if count is None or dtype is None or data is None:
+        if count is None or code is None or data is None:
             raise _Unsupported
         start, size = data
-        nbytes = count * np.dtype(dtype).itemsize
-        if size < nbytes:
+        if size < count * itemsize:
             raise _Unsupported
-        return np.frombuffer(buf[start:start + nbytes], dtype), is_ref
+        return struct.unpack_from(f"<{count}{code}", buf, start), is_ref
 
     def _layout(self, d: int) -> tuple[int, int]:
         buf = self.buf
@@ -385,12 +387,12 @@ class _RawHDF5:
             if cls != 0:
                 address = _U64.unpack_from(buf, p)[0]
                 p += 8
-            dims = [_U32.unpack_from(buf, p + 4 * i)[0] for i in range(rank)]
+            dims = struct.unpack_from(f"<{rank}I", buf, p)
             p += 4 * rank
             if cls == 0:
                 return p + 4, _U32.unpack_from(buf, p)[0]
             if cls == 1:
-                return self.base + address, int(np.prod(dims))
+                return self.base + address, math.prod(dims)
         raise _Unsupported
 
     def group(self, addr: int) -> dict[str, int]:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from housenum.models import register
-from housenum.models.layers import PerImageStandardize
+from housenum.models.layers import ChannelStandardize, PerImageStandardize
 
 
 class BasicBlock(nn.Module):
@@ -33,10 +33,11 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """Stem, then one stage per width (the first at full resolution, each next one halving it)."""
 
-    def __init__(self, channels: int, widths: tuple[int, ...], blocks: int = 1, classes: int = 10) -> None:
+    def __init__(self, channels: int, widths: tuple[int, ...], blocks: int = 1, classes: int = 10,
+                 per_image: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = [
-            PerImageStandardize(),
+            PerImageStandardize() if per_image else ChannelStandardize(channels),
             nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
         ]
         cin = widths[0]
@@ -61,3 +62,9 @@ def resnet(channels: int) -> nn.Module:
           description="wider ResNet, widths 48-96-192-384, one block each")
 def resnet_wide(channels: int) -> nn.Module:
     return ResNet(channels, (48, 96, 192, 384))
+
+
+@register("resnet_chnorm", channels=3, epochs=30, batch_size=128, lr=2e-3, recipe="strong",
+          description="the resnet with fixed per-channel normalisation instead of per-image (an experiment)")
+def resnet_chnorm(channels: int) -> nn.Module:
+    return ResNet(channels, (32, 64, 128, 256), per_image=False)

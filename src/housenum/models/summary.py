@@ -22,7 +22,7 @@ def model_summary(model: nn.Module, channels: int, title: str = "") -> str:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, channels, 32, 32))
+        model(torch.zeros(1, channels, 32, 32, device=next(model.parameters()).device))
     model.train(was_training)
     for h in hooks:
         h.remove()

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from housenum.errors import ImageError
 from housenum.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image
+from housenum.serve.batching import MicroBatcher
 from housenum.serve.metrics import Metrics, MetricsMiddleware
 from housenum.serve.models import ServedModels, load_served_models
 from housenum.serve.uploads import MULTIPART_OVERHEAD, ApiError, BodyLimitMiddleware, Upload, read_uploads
@@ -41,6 +42,7 @@ class Settings:
     max_bytes: int = MAX_IMAGE_BYTES  # per image
     max_pixels: int = MAX_IMAGE_PIXELS  # per image, read from the header before decoding
     max_batch: int = 32  # images per batch request
+    max_merge: int = 32  # single-image requests run together when they queue (1: never)
     threads: int | None = None  # intra-op threads for PyTorch / ONNX Runtime; None: their default
     examples: str | None = None  # folder of example photos shown on the page
 
@@ -145,41 +147,59 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
         except ImageError as e:
             raise image_error(e, upload.name) from None
 
-    def decode_all(uploads: list[Upload], strict: bool) -> tuple[list[dict], list[int], list]:
-        """Results to fill (one per upload, in order), the indices that decoded and their images.
-        A file that cannot be decoded gets its error as its result, or (strict) fails the request."""
-        results: list[dict] = [{"file": u.name} for u in uploads]
+    def read_images(uploads: list[Upload], infer) -> list[dict | ApiError]:
+        """Decode each upload and run `infer(images) -> [result dict]` on those that decoded; a file
+        that cannot be decoded gets its ApiError in its place."""
+        out: list[dict | ApiError] = []
         where, images = [], []
         for i, upload in enumerate(uploads):
             try:
                 images.append(decode(upload))
                 where.append(i)
+                out.append({})
             except ApiError as e:
-                if strict:
-                    raise
-                results[i].update(e.body())
-        return results, where, images
-
-    def read_digits(uploads: list[Upload], top_k: int, strict: bool) -> list[dict]:
-        results, where, images = decode_all(uploads, strict)
+                out.append(e)
         if images:
-            crops = np.stack([models.digits.prepare(image) for image in images])
-            for i, pred in zip(where, models.digits.predict_arrays(crops, top_k)):
-                results[i].update(pred.as_json())
-        return results
+            for i, result in zip(where, infer(images)):
+                out[i] = result
+        return out
 
-    def read_numbers(uploads: list[Upload], strict: bool) -> list[dict]:
-        results, where, images = decode_all(uploads, strict)
-        if images:
-            for i, reading in zip(where, models.reader.read_many(images)):
-                results[i].update(reading.as_json())
-        return results
+    def digit_results(images: list, top_k: int) -> list[dict]:
+        crops = np.stack([models.digits.prepare(image) for image in images])
+        return [p.as_json() for p in models.digits.predict_arrays(crops, top_k)]
+
+    def number_results(images: list) -> list[dict]:
+        return [reading.as_json() for reading in models.reader.read_many(images)]
+
+    def digit_batch(items: list[tuple[Upload, int]]) -> list[dict | ApiError]:
+        """Requests batched together may ask for different top_k: run the largest, cut each."""
+        k = max(top_k for _, top_k in items)
+        results = read_images([upload for upload, _ in items], lambda images: digit_results(images, k))
+        return [r if isinstance(r, ApiError) else {**r, "top_k": r["top_k"][:top_k]}
+                for r, (_, top_k) in zip(results, items)]
+
+    def observe_batch(model: str):
+        return lambda n: metrics.batch_size.labels(model).observe(n)
+
+    digit_batcher = MicroBatcher(digit_batch, settings.max_merge, observe_batch(models.digits_name))
+    number_batcher = MicroBatcher(lambda uploads: read_images(uploads, number_results), settings.max_merge,
+                                  observe_batch(models.reader_name))
 
     def timed(model: str, n_images: int, start: float) -> float:
         seconds = time.perf_counter() - start
         metrics.images.labels(model).inc(n_images)
         metrics.inference.labels(model).observe(seconds)
         return round(seconds * 1000, 2)
+
+    def one_result(result: dict | ApiError, model: str, start: float) -> dict:
+        if isinstance(result, ApiError):
+            raise result
+        return {**result, "model": model, "ms": timed(model, 1, start)}
+
+    def batch_result(uploads: list[Upload], results: list[dict | ApiError], model: str, start: float) -> dict:
+        return {"results": [{"file": u.name, **(r.body() if isinstance(r, ApiError) else r)}
+                            for u, r in zip(uploads, results)],
+                "model": model, "ms": timed(model, len(uploads), start)}
 
     def require_reader() -> None:
         if models.reader is None:
@@ -189,29 +209,24 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
               openapi_extra=image_body("file", many=False), summary="Recognise the digit in one crop")
     async def digits(request: Request, top_k: TopK = 3) -> dict:
         start = time.perf_counter()
-        uploads = _one(await read_uploads(request, "file", settings.max_batch), "/v1/digits/batch")
-        (result,) = await run_in_threadpool(read_digits, uploads, top_k, True)
-        del result["file"]
-        return {**result, "model": models.digits_name, "ms": timed(models.digits_name, 1, start)}
+        (upload,) = _one(await read_uploads(request, "file", settings.max_batch), "/v1/digits/batch")
+        return one_result(await digit_batcher.submit((upload, top_k)), models.digits_name, start)
 
     @app.post("/v1/digits/batch", response_model=BatchOut, responses=ERROR_RESPONSES,
               openapi_extra=image_body("files", many=True), summary="Recognise the digit in each of several crops")
     async def digits_batch(request: Request, top_k: TopK = 3) -> dict:
         start = time.perf_counter()
         uploads = await read_uploads(request, "files", settings.max_batch)
-        results = await run_in_threadpool(read_digits, uploads, top_k, False)
-        return {"results": results, "model": models.digits_name,
-                "ms": timed(models.digits_name, len(uploads), start)}
+        results = await run_in_threadpool(read_images, uploads, lambda images: digit_results(images, top_k))
+        return batch_result(uploads, results, models.digits_name, start)
 
     @app.post("/v1/numbers", response_model=NumberOut, responses=READER_RESPONSES,
               openapi_extra=image_body("file", many=False), summary="Read the house number in a photo")
     async def numbers(request: Request) -> dict:
         start = time.perf_counter()
         require_reader()
-        uploads = _one(await read_uploads(request, "file", settings.max_batch), "/v1/numbers/batch")
-        (result,) = await run_in_threadpool(read_numbers, uploads, True)
-        del result["file"]
-        return {**result, "model": models.reader_name, "ms": timed(models.reader_name, 1, start)}
+        (upload,) = _one(await read_uploads(request, "file", settings.max_batch), "/v1/numbers/batch")
+        return one_result(await number_batcher.submit(upload), models.reader_name, start)
 
     @app.post("/v1/numbers/batch", response_model=BatchOut, responses=READER_RESPONSES,
               openapi_extra=image_body("files", many=True), summary="Read the house number in each of several photos")
@@ -219,9 +234,8 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
         start = time.perf_counter()
         require_reader()
         uploads = await read_uploads(request, "files", settings.max_batch)
-        results = await run_in_threadpool(read_numbers, uploads, False)
-        return {"results": results, "model": models.reader_name,
-                "ms": timed(models.reader_name, len(uploads), start)}
+        results = await run_in_threadpool(read_images, uploads, number_results)
+        return batch_result(uploads, results, models.reader_name, start)
 
     @app.get("/healthz", summary="Liveness and which models are loaded")
     async def healthz() -> dict:

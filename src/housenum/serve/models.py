@@ -50,7 +50,7 @@ def load_served_models(digit_model: str | Path | None, number_model: str | Path 
         models.reader_unavailable = f"the house-number reader is not installed ({e})"
         return models
     try:
-        models.reader = NumberReader(number_model)
+        models.reader = NumberReader(number_model, threads=threads)
         models.reader_card = dict(models.reader.info())
     except HousenumError as e:
         models.reader_unavailable = f"the house-number reader cannot load its model ({e})"

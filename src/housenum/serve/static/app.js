@@ -26,8 +26,7 @@ function selectMode(mode, focus = false) {
     }
   }
   $("drop-hint").textContent = MODES[mode].hint;
-  const blocked = mode === "numbers" && !state.readerAvailable;
-  $("unavailable").hidden = !blocked;
+  $("unavailable").hidden = state.readerAvailable;
   $("result").hidden = true;
   setStatus("");
 }

@@ -1,0 +1,136 @@
+"""Held-out digit accuracy of training recipes, over several seeds and validation folds.
+
+Each run trains on crops.npz's training photos (validation: one of 5 source-photo folds, chosen by
+seed) and is scored on the test split (20% of the source photos, never seen in training), with
+and without test-time augmentation. Prints one line per run and a mean ± std table per config.
+
+    python benchmarks/digits_accuracy.py --configs strong --seeds 3          # the shipped recipe
+    python benchmarks/digits_accuracy.py --configs all --seeds 3 --jobs 8    # every lever (GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "svhn" / "crops.npz"
+KERAS_CNN2 = 0.886  # the notebook's cnn2 in TF/Keras on real SVHN test digits (issue 3)
+
+# Each lever is the shipped recipe ("strong": resnet, RGB, augmentation, label smoothing 0.1,
+# OneCycle, AdamW 5e-4, EMA 0.999, 30 epochs) with one change.
+CONFIGS: dict[str, dict] = {
+    "cnn2_notebook": {"model": "cnn2"},
+    "resnet_plain": {"model": "resnet", "recipe": "notebook"},
+    "strong": {"model": "resnet"},
+    "no_augment": {"model": "resnet", "augment": False},
+    "no_label_smoothing": {"model": "resnet", "label_smoothing": 0.0},
+    "no_ema": {"model": "resnet", "ema": 0.0},
+    "constant_lr": {"model": "resnet", "schedule": "constant", "lr": 1e-3},
+    "grey": {"model": "resnet", "channels": 1},
+    "channel_norm": {"model": "resnet_chnorm"},
+    "cutout": {"model": "resnet", "cutout": 8},
+    "synthetic_20k": {"model": "resnet", "synthetic": 20000},
+    "wide": {"model": "resnet_wide"},
+    "lr_4e-3": {"model": "resnet", "lr": 4e-3},
+    "epochs_15": {"model": "resnet", "epochs": 15},
+    "epochs_45": {"model": "resnet", "epochs": 45},
+}
+
+
+def run_one(args: tuple[str, int, str, str, int | None, int]) -> dict:
+    name, seed, data, device, epochs, threads = args
+    import torch
+
+    from housenum.checkpoint import load_model
+    from housenum.data import load_digits
+    from housenum.evaluate import predict_probs, score
+    from housenum.train import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    settings = dict(CONFIGS[name])
+    if epochs:
+        settings["epochs"] = epochs
+    cfg = TrainConfig(data=data, seed=seed, fold=seed % 5, device=device, threads=threads, **settings)
+    digits = load_digits(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        result = train(cfg, tmp, data=digits, progress=False)
+        seconds = time.perf_counter() - t0
+        loaded = load_model(tmp)
+        test = digits.test
+        plain = score(predict_probs(loaded, test), test.labels)
+        tta = score(predict_probs(loaded, test, tta=True), test.labels)
+    elapsed, reach = 0.0, None
+    for h in result.history:
+        elapsed += h["seconds"]
+        if reach is None and h["val_acc"] >= KERAS_CNN2:
+            reach = round(elapsed, 1)
+    return {"config": name, "seed": seed, "fold": seed % 5, "epochs": result.config.epochs,
+            "test_acc": plain.accuracy, "test_acc_tta": tta.accuracy, "val_acc": result.best_val_acc,
+            "ece": plain.ece, "acc_at_95_coverage": plain.accuracy_at_95_coverage,
+            "train_seconds": round(seconds, 1), "seconds_to_val_0.886": reach, "device": device}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="strong", help=f"comma list or 'all' of: {', '.join(CONFIGS)}")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (for a GPU)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
+    parser.add_argument("--out", default=None, help="also append each run as a JSON line here")
+    args = parser.parse_args()
+    names = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
+    for n in names:
+        if n not in CONFIGS:
+            parser.error(f"unknown config {n}")
+    import os
+
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = [(n, s, args.data, args.device, args.epochs, threads) for n in names for s in range(args.seeds)]
+    rows: list[dict] = []
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(args.jobs) if args.jobs > 1 else _Serial() as pool:
+        for row in pool.imap_unordered(run_one, jobs):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+    print(f"\n{'config':<20}{'runs':>5}{'test acc':>18}{'with TTA':>18}{'ECE':>8}{'acc@95%cov':>12}{'train s':>9}")
+    for n in names:
+        rs = [r for r in rows if r["config"] == n]
+
+        def ms(key: str, rs=rs) -> str:
+            v = [r[key] for r in rs]
+            return f"{statistics.mean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0:.4f}"
+
+        print(f"{n:<20}{len(rs):>5}{ms('test_acc'):>18}{ms('test_acc_tta'):>18}"
+              f"{statistics.mean(r['ece'] for r in rs):>8.4f}"
+              f"{statistics.mean(r['acc_at_95_coverage'] for r in rs):>12.4f}"
+              f"{statistics.mean(r['train_seconds'] for r in rs):>9.0f}")
+
+
+class _Serial:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def imap_unordered(self, fn, items):
+        return map(fn, items)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Whole-number evaluation: sequence and per-digit accuracy, accuracy by length, coverage at a
+precision (accepting only confident readings, as Goodfellow et al. report), and a failures gallery."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from housenum import plots
+from housenum.data.numbers import NumberSet, load_numbers, number_box
+from housenum.preprocess import open_image
+from housenum.read import NumberReader, Reading, decode
+
+PRECISIONS = (0.95, 0.98)
+
+
+@dataclass
+class Scored:
+    """Every photo's truth, reading, localisation IoU and -log P(true number)."""
+
+    truth: list[str]
+    readings: list[Reading]
+    iou: np.ndarray
+    nll: np.ndarray
+    seconds: float = 0.0
+
+    @property
+    def correct(self) -> np.ndarray:
+        return np.array([r.number == t for r, t in zip(self.readings, self.truth)], bool)
+
+    def summary(self) -> dict:
+        return {"accuracy": whole_number_accuracy(self.truth, [r.number for r in self.readings]),
+                "mean_iou": float(self.iou.mean()) if len(self.iou) else 0.0,
+                "reader_loss": float(self.nll.mean()) if len(self.nll) else 0.0}
+
+
+def score(reader: NumberReader, photos: NumberSet, batch_size: int = 64) -> Scored:
+    """Read every photo of `photos` and compare with its label."""
+    readings, ious, nlls = [], [], []
+    t0 = time.perf_counter()
+    for start in range(0, len(photos), batch_size):
+        index = range(start, min(start + batch_size, len(photos)))
+        images = [open_image(photos.image(i)) for i in index]
+        raw = reader.raw(images)
+        readings += decode(raw, [im.size for im in images])
+        for j, i in enumerate(index):
+            truth = photos.boxes[i]
+            ious.append(box_iou(raw.number_boxes[j], number_box(truth)))
+            nlls.append(_true_nll(raw.length_probs[j], raw.digit_probs[j], photos.labels[i]))
+    return Scored(list(photos.labels), readings, np.array(ious), np.array(nlls), time.perf_counter() - t0)
+
+
+def _true_nll(length_probs: np.ndarray, digit_probs: np.ndarray, label: str) -> float:
+    n = min(len(label), len(length_probs) - 1)
+    p = np.log(max(length_probs[n], 1e-12))
+    p += sum(np.log(max(digit_probs[k, int(d)], 1e-12)) for k, d in enumerate(label[:n]))
+    return float(-p)
+
+
+def box_iou(a, b) -> float:
+    """IoU of two (left, top, right, bottom) boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def whole_number_accuracy(truth: list[str], read: list[str | None]) -> float:
+    return float(np.mean([r == t for r, t in zip(read, truth)])) if truth else 0.0
+
+
+def digit_accuracy(truth: list[str], read: list[str | None]) -> float:
+    """Share of true digits read right at their position (a missing digit counts as wrong)."""
+    right = total = 0
+    for t, r in zip(truth, read):
+        r = r or ""
+        right += sum(a == b for a, b in zip(t, r))
+        total += len(t)
+    return right / total if total else 0.0
+
+
+def coverage_at_precision(confidence: np.ndarray, correct: np.ndarray, precision: float) -> float:
+    """The largest share of photos that can be accepted, most confident first, keeping accuracy
+    at least `precision` among those accepted."""
+    if len(correct) == 0:
+        return 0.0
+    order = np.argsort(-confidence, kind="stable")
+    running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(running >= precision)
+    return float((ok[-1] + 1) / len(order)) if len(ok) else 0.0
+
+
+@dataclass
+class NumberEvaluation:
+    data: str
+    model: str
+    backend: str
+    n: int
+    accuracy: float
+    digit_accuracy: float
+    by_length: dict[int, dict]
+    coverage: dict[str, float]
+    mean_iou: float
+    photos_per_second: float
+    gallery: str | None = None
+    failures: list[dict] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+    def report(self) -> str:
+        lines = [f"{self.data}: {self.n} photos, model {self.model} ({self.backend})",
+                 f"whole-number accuracy {self.accuracy:.4f}   per-digit accuracy {self.digit_accuracy:.4f}   "
+                 f"mean localisation IoU {self.mean_iou:.3f}",
+                 "coverage " + "   ".join(f"{k} precision: {v:.3f}" for k, v in self.coverage.items()),
+                 "by length: " + "   ".join(f"{k}: {v['accuracy']:.3f} (n={v['n']})" for k, v in self.by_length.items()),
+                 f"speed {self.photos_per_second:.0f} photos/s (batches of 64)"]
+        if self.gallery:
+            lines.append(f"failures gallery: {self.gallery}")
+        return "\n".join(lines)
+
+
+def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | None = None,
+                     files: str | None = None, backend: str = "auto") -> NumberEvaluation:
+    """Evaluate a reader on the photos of `spec` (bare `svhn-full` is its test split); `files`
+    keeps only photo names matching a glob; `out` receives failures.png."""
+    photos = load_numbers(spec, default_split="test")
+    if files:
+        photos = photos.matching(files)
+    reader = NumberReader(model, backend=backend)
+    scored = score(reader, photos)
+    read = [r.number for r in scored.readings]
+    confidence = np.array([r.confidence if r.number is not None else 0.0 for r in scored.readings])
+    correct = scored.correct
+    lengths = np.array([len(t) for t in scored.truth])
+    by_length = {int(n): {"n": int((lengths == n).sum()), "accuracy": float(correct[lengths == n].mean())}
+                 for n in np.unique(lengths)}
+    failures = [{"file": photos.names[i], "truth": scored.truth[i], "read": read[i],
+                 "confidence": round(scored.readings[i].confidence, 4)} for i in np.flatnonzero(~correct)]
+    gallery = None
+    if out is not None and failures:
+        gallery = str(failures_gallery(photos, scored, Path(out) / "failures.png"))
+    return NumberEvaluation(
+        data=photos.name, model=str(reader.path), backend=reader.backend, n=len(photos),
+        accuracy=whole_number_accuracy(scored.truth, read), digit_accuracy=digit_accuracy(scored.truth, read),
+        by_length=by_length,
+        coverage={f"{p:.0%}": coverage_at_precision(confidence, correct, p) for p in PRECISIONS},
+        mean_iou=float(scored.iou.mean()), photos_per_second=len(photos) / max(scored.seconds, 1e-9),
+        gallery=gallery, failures=failures)
+
+
+def failures_gallery(photos: NumberSet, scored: Scored, path: Path, limit: int = 40) -> Path:
+    """Wrong readings: the photo with the true (green) and found (red) number boxes."""
+    wrong = np.flatnonzero(~scored.correct)[:limit]
+    thumbs, titles = [], []
+    for i in wrong:
+        img = open_image(photos.image(i))
+        draw = ImageDraw.Draw(img)
+        draw.rectangle(number_box(photos.boxes[i]), outline=(0, 255, 0))
+        left, top, w, h = scored.readings[i].number_box or (0, 0, 0, 0)
+        draw.rectangle((left, top, left + w, top + h), outline=(255, 0, 0))
+        thumbs.append(np.asarray(img.resize((128, 64), Image.BILINEAR)))
+        r = scored.readings[i]
+        titles.append(f"{scored.truth[i]} -> {r.number or '-'} ({r.confidence:.2f})")
+    fig = plots.image_grid(np.stack(thumbs), titles, cols=5, title="reader failures: truth -> read (confidence)")
+    return plots.save(fig, path)

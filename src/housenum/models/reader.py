@@ -1,0 +1,186 @@
+"""Whole-number reader networks (a family of its own, outside the 32x32 digit registry).
+
+Two small CNNs read a photo in two looks, after Goodfellow et al. 2013:
+- `Localizer` sees the whole photo squeezed to 64x128 and regresses the box around the number;
+- `Reader` sees a 64x64 crop of that box expanded by 30% and predicts the number's length
+  (0 = no number, 1..5) with one 10-way head per digit position and each digit's box.
+
+This module also holds the geometry both training and inference use to turn a photo into those
+views (`localizer_view`, `context_crop`, `reader_crops`), so a photo is seen exactly as in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from housenum.models.layers import PerImageStandardize
+
+MAX_DIGITS = 5
+LOC_SIZE = (64, 128)        # (H, W) of the localiser's view of a whole photo
+CONTEXT = 1.8               # a context crop spans this many number-box widths (and heights)
+CONTEXT_SIZE = 96           # context crops are stored at 96x96 so training can re-crop them
+CROP_SIZE = 64              # the reader's input
+EXPAND = 1.3                # the reader's crop: the number box expanded by 30% (Goodfellow)
+READER_OUTPUTS = 1 + MAX_DIGITS + MAX_DIGITS * 10 + MAX_DIGITS * 4
+
+
+@dataclass(frozen=True)
+class ReaderArch:
+    """Widths of the two networks (conv stages; the last is followed by a dense layer)."""
+
+    loc_widths: tuple[int, ...] = (16, 32, 64, 96)
+    loc_dense: int = 128
+    read_widths: tuple[int, ...] = (32, 48, 96, 160)
+    read_dense: int = 384
+    dropout: float = 0.3
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ReaderArch:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _trunk(widths: tuple[int, ...]) -> nn.Sequential:
+    """A stride-2 stem, then per stage two 3x3 convs (one for the first) and a 2x2 max-pool."""
+    layers = [PerImageStandardize(), *_conv(3, widths[0], stride=2), *_conv(widths[0], widths[1]), nn.MaxPool2d(2)]
+    for cin, cout in zip(widths[1:-1], widths[2:]):
+        layers += [*_conv(cin, cout), *_conv(cout, cout), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers)
+
+
+class Localizer(nn.Module):
+    """(N, 3, 64, 128) photo in 0..1 -> (N, 4): centre x, centre y (0..1), log width, log height."""
+
+    def __init__(self, arch: ReaderArch = ReaderArch()) -> None:
+        super().__init__()
+        self.trunk = _trunk(arch.loc_widths)
+        cells = (LOC_SIZE[0] // 16) * (LOC_SIZE[1] // 16)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(arch.loc_widths[-1] * cells, arch.loc_dense),
+                                  nn.ReLU(inplace=True), nn.Linear(arch.loc_dense, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+class Reader(nn.Module):
+    """(N, 3, 64, 64) crop in 0..1 -> (N, READER_OUTPUTS): length logits (6), digit logits (5x10),
+    digit boxes (5x4: centre x, centre y, width, height as fractions of the crop)."""
+
+    def __init__(self, arch: ReaderArch = ReaderArch()) -> None:
+        super().__init__()
+        self.trunk = _trunk(arch.read_widths)
+        cells = (CROP_SIZE // 16) ** 2
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(arch.dropout),
+                                  nn.Linear(arch.read_widths[-1] * cells, arch.read_dense),
+                                  nn.ReLU(inplace=True), nn.Dropout(arch.dropout),
+                                  nn.Linear(arch.read_dense, READER_OUTPUTS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+def split_reader_output(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(length logits (N, 6), digit logits (N, 5, 10), digit boxes (N, 5, 4) in 0..1)."""
+    n = out.shape[0]
+    length = out[:, : MAX_DIGITS + 1]
+    digits = out[:, MAX_DIGITS + 1: MAX_DIGITS + 1 + 10 * MAX_DIGITS].reshape(n, MAX_DIGITS, 10)
+    boxes = torch.sigmoid(out[:, MAX_DIGITS + 1 + 10 * MAX_DIGITS:].reshape(n, MAX_DIGITS, 4))
+    return length, digits, boxes
+
+
+# --- The views a photo is turned into -------------------------------------------------------------
+
+
+def localizer_view(img: Image.Image) -> np.ndarray:
+    """The whole photo squeezed to (64, 128, 3) uint8 (aspect not kept; boxes are fractions)."""
+    return np.asarray(img.resize((LOC_SIZE[1], LOC_SIZE[0]), Image.BILINEAR), np.uint8)
+
+
+def decode_box(pred: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Localiser outputs (N, 4) -> number boxes (N, 4) left, top, right, bottom in photo pixels."""
+    pred = np.asarray(pred, np.float64)
+    cx, cy = pred[:, 0] * width, pred[:, 1] * height
+    w = np.exp(np.clip(pred[:, 2], -6, 0.5)) * width
+    h = np.exp(np.clip(pred[:, 3], -6, 0.5)) * height
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def context_region(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """The pixels a context crop covers: the number box (left, top, right, bottom) grown to
+    CONTEXT times its size about its centre, rounded."""
+    left, top, right, bottom = box
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    hw, hh = max(right - left, 2.0) * CONTEXT / 2, max(bottom - top, 2.0) * CONTEXT / 2
+    return tuple(int(round(v)) for v in (cx - hw, cy - hh, cx + hw, cy + hh))
+
+
+def context_crop(img: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
+    """(96, 96, 3) uint8 of `context_region(box)`; outside the photo reads black."""
+    region = context_region(box)
+    return np.asarray(img.crop(region).resize((CONTEXT_SIZE, CONTEXT_SIZE), Image.BILINEAR), np.uint8)
+
+
+def crop_theta(expand: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Affine maps (N, 2, 3) from the reader's crop to its context crop.
+
+    `expand` (N, 2): crop size / number-box size per axis; `shift` (N, 2): crop centre offset in
+    number-box sizes. In the context crop's [-1, 1] frame the number box spans +-1/CONTEXT.
+    """
+    n = expand.shape[0]
+    theta = torch.zeros(n, 2, 3, dtype=expand.dtype)
+    theta[:, 0, 0] = expand[:, 0] / CONTEXT
+    theta[:, 1, 1] = expand[:, 1] / CONTEXT
+    theta[:, :, 2] = shift * 2 / CONTEXT
+    return theta
+
+
+def reader_crops(context: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+    """Context crops, float (N, 3, 96, 96) in 0..1 -> reader input (N, 3, 64, 64).
+
+    Without `theta`, the inference crop: the number box expanded by EXPAND, centred.
+    """
+    n = context.shape[0]
+    if theta is None:
+        grid = inference_grid().to(context).expand(n, -1, -1, -1)
+    else:
+        grid = F.affine_grid(theta.to(context.dtype), [n, 3, CROP_SIZE, CROP_SIZE], align_corners=False)
+    return F.grid_sample(context, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def inference_grid() -> torch.Tensor:
+    """(1, 64, 64, 2) sampling grid of the inference crop (a constant, so it exports to ONNX)."""
+    theta = crop_theta(torch.full((1, 2), EXPAND), torch.zeros(1, 2))
+    return F.affine_grid(theta, [1, 3, CROP_SIZE, CROP_SIZE], align_corners=False)
+
+
+class ReaderFromContext(nn.Module):
+    """Context crops (N, 3, 96, 96) in 0..1 -> reader outputs: the inference crop and the reader in
+    one graph, for export."""
+
+    def __init__(self, reader: Reader) -> None:
+        super().__init__()
+        self.reader = reader
+        self.register_buffer("grid", inference_grid(), persistent=False)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        grid = self.grid.expand(context.shape[0], -1, -1, -1)
+        crops = F.grid_sample(context, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return self.reader(crops)
+
+
+__all__ = ["CONTEXT", "CONTEXT_SIZE", "CROP_SIZE", "EXPAND", "LOC_SIZE", "Localizer", "MAX_DIGITS",
+           "Reader", "ReaderArch", "ReaderFromContext", "context_crop", "context_region", "crop_theta", "decode_box",
+           "inference_grid",
+           "localizer_view", "reader_crops", "split_reader_output"]

@@ -1,0 +1,497 @@
+"""Train the whole-number reader: localiser and reader, in one explicit loop over uint8 tensors.
+
+Every photo (real or synthetic) is turned once into two uint8 views: the whole photo at 64x128
+with its number box (for the localiser) and a 96x96 context crop around the number (for the
+reader). Each step draws a batch of each and augments it on tensors: the localiser's view is
+zoomed, shifted and mirrored; the reader's crop is re-cut from the context with a random
+expansion and offset (so it learns to read from an imperfect localiser) and colour-jittered.
+Validation reads whole held-out photos through `housenum.read.NumberReader`, the inference path.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from housenum import plots
+from housenum.checkpoint import save_checkpoint
+from housenum.data.numbers import NumberSet, load_numbers, number_box
+from housenum.data.splits import source_fold
+from housenum.errors import ModelError
+from housenum.io import atomic_open, atomic_path, write_text
+from housenum.models.reader import (
+    MAX_DIGITS, Localizer, Reader, ReaderArch, context_crop, context_region, crop_theta, localizer_view,
+    reader_crops, split_reader_output,
+)
+
+READER_FORMAT = "housenum-reader/1"
+
+
+@dataclass
+class ReaderTrainConfig:
+    """Every setting of a reader run; `config.json` in the run folder is this."""
+
+    data: str = "synthetic:2000"     # real photos: a labels.json folder, digitStruct.mat, svhn-full:train
+    holdout: str | None = "test_*"   # photos whose name matches are never used (the test set)
+    val_fraction: float = 0.1        # of the remaining photos, by a hash of the name, for validation
+    fold: int | None = None          # cross-validation: fold K of n_folds is validation instead
+    n_folds: int = 5
+    synthetic: int = 12000           # synthetic number photos mixed into training (0: none)
+    synthetic_empty: int = 3000      # synthetic photos without a number ("no number" examples)
+    synthetic_seed: int = 1
+    real_fraction: float = 0.5       # share of each batch drawn from real photos
+    epochs: int = 30                 # an epoch: enough steps to see each real photo once
+    batch_size: int = 64
+    lr: float = 2e-3                 # peak of the one-cycle schedule (AdamW)
+    weight_decay: float = 5e-4
+    ema: float = 0.998               # evaluate and ship an exponential moving average of weights
+    label_smoothing: float = 0.05
+    box_weight: float = 2.0          # digit-box L1 loss weight in the reader's loss
+    expand: tuple[float, float] = (1.1, 1.6)   # reader crop size / number box size, per axis
+    shift: float = 0.12              # reader crop centre offset, up to this many box sizes
+    loc_zoom: tuple[float, float] = (0.85, 1.25)
+    loc_shift: float = 0.1           # localiser view shift, fraction of the photo
+    jitter: float = 0.35             # brightness/contrast jitter, both views
+    p_invert: float = 0.2            # light-on-dark <-> dark-on-light
+    arch: dict = field(default_factory=lambda: ReaderArch().as_dict())
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = 1          # CPU threads (the shared 2-core machine: 1)
+    workers: int = 1                 # processes drawing synthetic photos (same data for any number)
+    eval_every: int = 1              # epochs between validation rounds and checkpoints
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ReaderTrainConfig:
+        names = {f.name for f in fields(cls)}
+        d = {k: tuple(v) if k in ("expand", "loc_zoom") else v for k, v in d.items() if k in names}
+        return cls(**d)
+
+
+# --- Photos as tensors ----------------------------------------------------------------------------
+
+
+@dataclass
+class PhotoTensors:
+    """Both views of N photos, as uint8, with their targets.
+
+    `loc_box` is the number box (left, top, right, bottom) as fractions of the photo (NaN for
+    photos without a number); `digit_boxes` (N, 5, 4) are centre x, centre y, width, height in the
+    context crop's [-1, 1] frame.
+    """
+
+    loc: torch.Tensor          # (N, 3, 64, 128) uint8
+    loc_box: torch.Tensor      # (N, 4) float32
+    context: torch.Tensor      # (N, 3, 96, 96) uint8
+    length: torch.Tensor       # (N,) int64, 0..5
+    digits: torch.Tensor       # (N, 5) int64, -100 past the length
+    digit_boxes: torch.Tensor  # (N, 5, 4) float32
+
+    def __len__(self) -> int:
+        return len(self.length)
+
+    @staticmethod
+    def cat(parts: list[PhotoTensors]) -> PhotoTensors:
+        return PhotoTensors(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PhotoTensors)))
+
+    def save(self, path: Path) -> None:
+        with atomic_open(path, "wb") as fh:
+            np.savez_compressed(fh, **{f.name: getattr(self, f.name).numpy() for f in fields(self)})
+
+    @staticmethod
+    def load(path: Path) -> PhotoTensors:
+        with np.load(path) as f:
+            return PhotoTensors(*(torch.from_numpy(f[k.name]) for k in fields(PhotoTensors)))
+
+
+def photo_tensors(images, boxes: list[np.ndarray | None], rng: np.random.Generator) -> PhotoTensors:
+    """Both views of each photo; a photo without boxes gets a random number-sized context crop."""
+    n = len(boxes)
+    loc = np.empty((n, 64, 128, 3), np.uint8)
+    context = np.empty((n, 96, 96, 3), np.uint8)
+    loc_box = np.full((n, 4), np.nan, np.float32)
+    length = np.zeros(n, np.int64)
+    digits = np.full((n, MAX_DIGITS), -100, np.int64)
+    digit_boxes = np.zeros((n, MAX_DIGITS, 4), np.float32)
+    for i, (image, rows) in enumerate(zip(images, boxes)):
+        img = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+        width, height = img.size
+        loc[i] = localizer_view(img)
+        if rows is None or len(rows) == 0:
+            w = rng.uniform(0.15, 0.6) * width
+            h = rng.uniform(0.3, 0.8) * height
+            left, top = rng.uniform(0, width - w), rng.uniform(0, height - h)
+            context[i] = context_crop(img, (left, top, left + w, top + h))
+            continue
+        rows = np.asarray(rows)[:MAX_DIGITS]
+        box = number_box(rows)
+        loc_box[i] = (box[0] / width, box[1] / height, box[2] / width, box[3] / height)
+        context[i] = context_crop(img, box)
+        length[i] = len(rows)
+        digits[i, :len(rows)] = rows[:, 4]
+        digit_boxes[i, :len(rows)] = _context_frame(rows, box)
+    return PhotoTensors(_nchw(loc), torch.from_numpy(loc_box), _nchw(context), torch.from_numpy(length),
+                        torch.from_numpy(digits), torch.from_numpy(digit_boxes))
+
+
+def _nchw(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+def _context_frame(rows: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Digit boxes (k, 5) in pixels -> (k, 4) centre x, centre y, width, height in the context
+    crop's [-1, 1] frame (the crop `context_crop` cuts, with its rounding)."""
+    rl, rt, rr, rb = context_region(box)
+    r = rows.astype(np.float64)
+    out = np.stack([2 * (r[:, 0] + r[:, 2] / 2 - rl) / (rr - rl) - 1,
+                    2 * (r[:, 1] + r[:, 3] / 2 - rt) / (rb - rt) - 1,
+                    2 * r[:, 2] / (rr - rl), 2 * r[:, 3] / (rb - rt)], axis=1)
+    return out.astype(np.float32)
+
+
+def real_tensors(photos: NumberSet) -> PhotoTensors:
+    return photo_tensors((photos.image(i) for i in range(len(photos))), photos.boxes, np.random.default_rng(0))
+
+
+SYNTHETIC_CHUNK = 500  # photos per generation chunk; chunk k is drawn from seed (seed, k)
+
+
+def synthetic_tensors(n: int, n_empty: int, seed: int, cache: Path | None = None, workers: int = 1) -> PhotoTensors:
+    """Synthetic photos with numbers and without, built once and cached (they take minutes).
+
+    Built in chunks of SYNTHETIC_CHUNK, each from its own seed, so `workers` processes give
+    byte-identical data to one.
+    """
+    path = cache / f"reader-synthetic-v2-{n}-{n_empty}-{seed}.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        return PhotoTensors.load(path)
+    jobs = [(seed, k, min(SYNTHETIC_CHUNK, n - start), False) for k, start in enumerate(range(0, n, SYNTHETIC_CHUNK))]
+    jobs += [(seed, len(jobs) + k, min(SYNTHETIC_CHUNK, n_empty - start), True)
+             for k, start in enumerate(range(0, n_empty, SYNTHETIC_CHUNK))]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_synthetic_chunk, jobs))
+    else:
+        parts = [_synthetic_chunk(job) for job in jobs]
+    out = PhotoTensors.cat(parts)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out.save(path)
+    return out
+
+
+def _synthetic_chunk(job: tuple[int, int, int, bool]) -> PhotoTensors:
+    from housenum.data.synthetic import synthetic_empty, synthetic_numbers
+
+    seed, chunk, n, empty = job
+    torch.set_num_threads(1)
+    chunk_seed = int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
+    rng = np.random.default_rng(chunk_seed + 1)
+    if empty:
+        return photo_tensors(synthetic_empty(n, seed=chunk_seed), [None] * n, rng)
+    photos = synthetic_numbers(n, seed=chunk_seed)
+    return photo_tensors([p[0] for p in photos], [np.asarray(p[2]).reshape(-1, 5) for p in photos], rng)
+
+
+def split_photos(photos: NumberSet, cfg: ReaderTrainConfig) -> tuple[NumberSet, NumberSet, NumberSet | None]:
+    """(train, validation, held-out test): test by name pattern, validation by a hash of the name."""
+    import fnmatch
+
+    names = photos.names
+    held = np.array([cfg.holdout is not None and fnmatch.fnmatch(n, cfg.holdout) for n in names])
+    if cfg.fold is None:
+        is_val = source_fold(np.array(names), 1000, salt="reader-val") < round(cfg.val_fraction * 1000)
+    else:
+        is_val = source_fold(np.array(names), cfg.n_folds, salt="reader-cv") == cfg.fold
+    is_val &= ~held
+    train = photos.subset(np.flatnonzero(~held & ~is_val))
+    val = photos.subset(np.flatnonzero(is_val))
+    test = photos.subset(np.flatnonzero(held)) if held.any() else None
+    return train, val, test
+
+
+# --- Batched augmentation -------------------------------------------------------------------------
+
+
+def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+def _colour(x: torch.Tensor, cfg: ReaderTrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Contrast/brightness jitter, sometimes inverted or grey: per image, whole batch at once."""
+    n, device = x.shape[0], x.device
+    contrast = _uniform(n, 1 - cfg.jitter, 1 + cfg.jitter, gen).view(n, 1, 1, 1).to(device)
+    brightness = _uniform(n, -cfg.jitter / 2, cfg.jitter / 2, gen).view(n, 1, 1, 1).to(device)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast + mean + brightness
+    invert = (torch.rand(n, generator=gen) < cfg.p_invert).view(n, 1, 1, 1).to(device)
+    x = torch.where(invert, 1 - x, x)
+    grey = (torch.rand(n, generator=gen) < 0.2).view(n, 1, 1, 1).to(device)
+    x = torch.where(grey, x.mean(dim=1, keepdim=True).expand_as(x), x)
+    return x.clamp_(0, 1)
+
+
+def localizer_batch(data: PhotoTensors, idx: torch.Tensor, cfg: ReaderTrainConfig,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zoomed, shifted, mirrored whole-photo views and their targets (cx, cy, log w, log h)."""
+    x = data.loc[idx.to(data.loc.device)].float().div_(255)
+    box = data.loc_box[idx].clone()
+    n = len(idx)
+    zoom = _uniform(n, *cfg.loc_zoom, gen)
+    # keep the number inside the view: shift only as far as the zoom allows
+    tx, ty = (_uniform(n, -cfg.loc_shift, cfg.loc_shift, gen) for _ in range(2))
+    flip = torch.rand(n, generator=gen) < 0.5
+    sign = torch.where(flip, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = sign / zoom
+    theta[:, 1, 1] = 1 / zoom
+    theta[:, 0, 2] = 2 * tx
+    theta[:, 1, 2] = 2 * ty
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # a view point u maps to photo point theta @ u, so a photo point p is seen at (p - t) / scale
+    u = box * 2 - 1                                   # (l, t, r, b) in [-1, 1]
+    ux = (u[:, [0, 2]] - 2 * tx[:, None]) * zoom[:, None] * sign[:, None]
+    uy = (u[:, [1, 3]] - 2 * ty[:, None]) * zoom[:, None]
+    ux = ux.sort(dim=1).values
+    left, right = ((ux + 1) / 2).unbind(1)
+    top, bottom = ((uy + 1) / 2).unbind(1)
+    target = torch.stack([(left + right) / 2, (top + bottom) / 2,
+                          (right - left).clamp_min(1e-3).log(), (bottom - top).clamp_min(1e-3).log()], 1)
+    return _colour(x, cfg, gen), target
+
+
+def reader_batch(data: PhotoTensors, idx: torch.Tensor, cfg: ReaderTrainConfig, gen: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Crops re-cut from the context with random expansion and offset; targets follow the crop."""
+    n = len(idx)
+    context = data.context[idx.to(data.context.device)].float().div_(255)
+    base = _uniform(n, *cfg.expand, gen)
+    aspect = _uniform(n, -0.1, 0.1, gen)
+    expand = torch.stack([base * (1 + aspect), base * (1 - aspect)], 1)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * cfg.shift
+    theta = crop_theta(expand, shift)
+    x = reader_crops(context, theta.to(context.device))
+    boxes = data.digit_boxes[idx].clone()
+    scale = theta[:, None, :, 0:2].diagonal(dim1=-2, dim2=-1)   # (n, 1, 2)
+    offset = theta[:, None, :, 2]
+    boxes[..., :2] = ((boxes[..., :2] - offset) / scale + 1) / 2
+    boxes[..., 2:] = boxes[..., 2:] / scale / 2
+    return _colour(x, cfg, gen), data.length[idx], data.digits[idx], boxes
+
+
+def reader_loss(out: torch.Tensor, length: torch.Tensor, digits: torch.Tensor, boxes: torch.Tensor,
+                cfg: ReaderTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, whole-number correct per item) for one reader batch."""
+    p_len, p_dig, p_box = split_reader_output(out)
+    loss = F.cross_entropy(p_len, length, label_smoothing=cfg.label_smoothing)
+    loss = loss + F.cross_entropy(p_dig.reshape(-1, 10), digits.reshape(-1), ignore_index=-100,
+                                  label_smoothing=cfg.label_smoothing) * (digits >= 0).float().mean() * MAX_DIGITS
+    valid = (digits >= 0).unsqueeze(-1).float()
+    loss = loss + cfg.box_weight * ((p_box - boxes).abs() * valid).sum() / valid.sum().clamp_min(1) / 4
+    digit_ok = (p_dig.argmax(-1) == digits) | (digits < 0)
+    correct = (p_len.argmax(1) == length) & digit_ok.all(1)
+    return loss, correct
+
+
+# --- The loop -------------------------------------------------------------------------------------
+
+
+class _EMA:
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay, self.model = decay, copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+@dataclass
+class ReaderTrainResult:
+    run_dir: Path
+    history: list[dict]
+    best_val_acc: float
+    train_seconds: float
+    config: ReaderTrainConfig
+
+
+def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberSet | None = None,
+                 real: PhotoTensors | None = None, synthetic: PhotoTensors | None = None,
+                 cache: Path | None = None, progress: Callable[[str], None] | None = None,
+                 on_epoch: Callable[[dict], None] | None = None) -> ReaderTrainResult:
+    """Train localiser and reader together and write the run folder: best.pt (best validation
+    whole-number accuracy; the last epoch when there is no validation), last.pt, config.json,
+    history.csv, curves.png.
+
+    `photos` replaces loading `cfg.data`; `real` / `synthetic` give training tensors made already
+    (`real` then means no validation photos are needed).
+    """
+    from housenum.read import NumberReader
+    from housenum.train import pick_device
+
+    run_dir = Path(run_dir)
+    device = pick_device(cfg.device)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    say = progress or (lambda _: None)
+
+    val_set = None
+    if real is None:
+        photos = photos if photos is not None else load_numbers(cfg.data, default_split="train")
+        train_set, val_set, _ = split_photos(photos, cfg)
+        if len(train_set) == 0:
+            raise ModelError(f"{cfg.data}: no photos left for training after the held-out split")
+        say(f"photos: {len(train_set)} train, {len(val_set)} validation")
+        real = real_tensors(train_set)
+    if synthetic is None and (cfg.synthetic or cfg.synthetic_empty):
+        if cache is None:
+            from housenum.data.download import cache_dir
+
+            cache = cache_dir() / "reader"
+        say(f"synthetic photos: {cfg.synthetic} with numbers, {cfg.synthetic_empty} without")
+        synthetic = synthetic_tensors(cfg.synthetic, cfg.synthetic_empty, cfg.synthetic_seed, cache, cfg.workers)
+    pools = [real] + ([synthetic] if synthetic is not None and len(synthetic) else [])
+    for pool in pools:  # the pixels live on the device; targets stay on the CPU with the sampler
+        pool.loc, pool.context = pool.loc.to(device), pool.context.to(device)
+    has_box = [torch.nonzero(~p.loc_box[:, 0].isnan()).flatten() for p in pools]
+
+    arch = ReaderArch.from_dict(cfg.arch)
+    localizer = Localizer(arch).to(device, memory_format=torch.channels_last)
+    reader = Reader(arch).to(device, memory_format=torch.channels_last)
+    params = list(localizer.parameters()) + list(reader.parameters())
+    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+                                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=cfg.lr)
+    n_real = max(1, round(cfg.batch_size * cfg.real_fraction)) if len(pools) > 1 else cfg.batch_size
+    steps_per_epoch = math.ceil(len(real) / n_real)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
+                                                    total_steps=cfg.epochs * steps_per_epoch, pct_start=0.2)
+    ema_loc, ema_read = _EMA(localizer, cfg.ema), _EMA(reader, cfg.ema)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    amp = device.type == "cuda"
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    history: list[dict] = []
+    best, elapsed, step = -1.0, 0.0, 0
+    sums = {"loss": 0.0, "loc_loss": 0.0, "acc": 0.0}
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        localizer.train()
+        reader.train()
+        for _ in range(steps_per_epoch):
+            parts = [(0, torch.randint(len(real), (n_real,), generator=gen))]
+            if len(pools) > 1:
+                parts.append((1, torch.randint(len(pools[1]), (cfg.batch_size - n_real,), generator=gen)))
+            batches = [reader_batch(pools[k], i, cfg, gen) for k, i in parts]
+            x = torch.cat([b[0] for b in batches]).contiguous(memory_format=torch.channels_last)
+            length, digits, boxes = (torch.cat([b[j] for b in batches]).to(device) for j in (1, 2, 3))
+            loc_parts = [(k, has_box[k][torch.randint(len(has_box[k]), (len(i),), generator=gen)]) for k, i in parts]
+            loc_batches = [localizer_batch(pools[k], i, cfg, gen) for k, i in loc_parts]
+            lx = torch.cat([b[0] for b in loc_batches]).contiguous(memory_format=torch.channels_last)
+            lt = torch.cat([b[1] for b in loc_batches]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out, loc_out = reader(x), localizer(lx)
+            loss, correct = reader_loss(out.float(), length, digits, boxes, cfg)
+            loc_loss = F.smooth_l1_loss(loc_out.float(), lt, beta=0.05)
+            optimizer.zero_grad(set_to_none=True)
+            (loss + loc_loss).backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            ema_loc.update(localizer, step)
+            ema_read.update(reader, step)
+            sums["loss"] += loss.item()
+            sums["loc_loss"] += loc_loss.item()
+            sums["acc"] += correct[:n_real].float().mean().item()
+        elapsed += time.perf_counter() - t0
+        if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
+            continue
+        steps = steps_per_epoch * cfg.eval_every
+        row = {"epoch": epoch + 1, "loss": sums["loss"] / steps, "loc_loss": sums["loc_loss"] / steps,
+               "acc": sums["acc"] / steps, "val_loss": float("nan"), "val_acc": float("nan"),
+               "val_iou": float("nan"), "seconds": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"]}
+        sums = dict.fromkeys(sums, 0.0)
+        if val_set is not None and len(val_set):
+            val = NumberReader.from_modules(ema_loc.model, ema_read.model, device=device).evaluate(val_set)
+            row.update(val_loss=val["reader_loss"], val_acc=val["accuracy"], val_iou=val["mean_iou"])
+        history.append(row)
+        say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f} loc {row['loc_loss']:.4f} "
+            f"acc {row['acc']:.3f} val_acc {row['val_acc']:.4f} val_iou {row['val_iou']:.3f} {elapsed:.0f}s")
+        state = {"kind": READER_FORMAT, "config": asdict(cfg), "arch": arch.as_dict(),
+                 "localizer_state": _cpu(ema_loc.model.state_dict()), "reader_state": _cpu(ema_read.model.state_dict()),
+                 "epoch": epoch + 1, "history": history, "train_seconds": elapsed,
+                 "photos": {"train": len(real), "validation": len(val_set) if val_set is not None else 0}}
+        score = row["val_acc"] if not math.isnan(row["val_acc"]) else epoch
+        if score > best:
+            best = score
+            save_checkpoint(run_dir / "best.pt", {**state, "best_val_acc": row["val_acc"]})
+        save_checkpoint(run_dir / "last.pt", {**state, "best_val_acc": best})
+        _write_history(run_dir, history)
+        if on_epoch is not None:
+            on_epoch(row)
+    best_acc = max((r["val_acc"] for r in history if not math.isnan(r["val_acc"])), default=float("nan"))
+    return ReaderTrainResult(run_dir, history, best_acc, elapsed, cfg)
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    with atomic_open(run_dir / "history.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    plots.save(plots.curves(history, "reader: whole-number accuracy and loss per epoch"), run_dir / "curves.png")
+
+
+# --- Shipping -------------------------------------------------------------------------------------
+
+
+def ship_reader(checkpoint: str | Path, dest: str | Path, card: dict, onnx: bool = True) -> list[Path]:
+    """Write a trained reader for use: `dest` (.pt, weights stored as float16 to halve the size,
+    with the model card's name, summary and figures) and, with `onnx`, `dest`'s `.loc.onnx` and
+    `.read.onnx` beside it (float32, run by ONNX Runtime)."""
+    from housenum.read import ONNX_SUFFIXES, build_nets, read_reader_checkpoint
+
+    checkpoint, dest = Path(checkpoint), Path(dest)
+    state = read_reader_checkpoint(checkpoint)
+    half = {k: {n: t.half() if t.is_floating_point() else t for n, t in state[k].items()}
+            for k in ("localizer_state", "reader_state")}
+    shipped = {"kind": READER_FORMAT, "config": state["config"], "arch": state["arch"], **half,
+               "card": card, "epoch": state.get("epoch"), "history": state.get("history", [])}
+    save_checkpoint(dest, shipped)
+    written = [dest]
+    if onnx:
+        from housenum.models.reader import CONTEXT_SIZE, LOC_SIZE, ReaderFromContext
+
+        # export what will be run: the float16-rounded weights, back in float32
+        localizer, reader = build_nets(read_reader_checkpoint(dest), dest)
+        for net, shape, suffix in ((localizer, (1, 3, *LOC_SIZE), ONNX_SUFFIXES[0]),
+                                   (ReaderFromContext(reader).eval(), (1, 3, CONTEXT_SIZE, CONTEXT_SIZE),
+                                    ONNX_SUFFIXES[1])):
+            path = dest.with_name(dest.stem + suffix)
+            with atomic_path(path) as tmp:
+                torch.onnx.export(net, (torch.rand(shape),), str(tmp), input_names=["x"], output_names=["y"],
+                                  dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+            written.append(path)
+    return written

@@ -1,0 +1,179 @@
+"""Whole-number reading: the shipped reader on real photos, no-number photos, bad inputs, the CLI."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from housenum.data.synthetic import synthetic_empty
+from housenum.errors import ImageError, ModelError
+from housenum.read import DEFAULT_READER, NumberReader, Reading, read_number
+
+# Held-out real photos (never trained on) with their numbers, lengths 1 to 4.
+KNOWN = {"test_1.png": "5", "test_2.png": "210", "test_3.png": "6", "test_4.png": "1", "test_5.png": "9",
+         "test_6.png": "1", "test_7.png": "183", "test_8.png": "65", "test_9.png": "144", "test_10.png": "16",
+         "test_11.png": "34", "test_12.png": "20"}
+
+
+@pytest.fixture(scope="module")
+def images(svhn_dir: Path) -> Path:
+    return svhn_dir / "numbers" / "images"
+
+
+@pytest.fixture(scope="module")
+def reader() -> NumberReader:
+    return NumberReader()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with no pixel data (a decompression bomb's shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
+
+
+def test_known_labels_match_the_data(svhn_dir):
+    labels = json.loads((svhn_dir / "numbers" / "labels.json").read_text())
+    assert {k: labels[k]["label"] for k in KNOWN} == KNOWN
+
+
+def test_reads_most_real_photos(reader, images):
+    readings = reader.read_many([images / name for name in KNOWN])
+    right = [r.number == truth for r, truth in zip(readings, KNOWN.values())]
+    assert sum(right) >= 9, [(r.number, t) for r, t in zip(readings, KNOWN.values())]
+    for r in readings:
+        assert 0.0 <= r.confidence <= 1.0
+        if r.number:
+            assert len(r.boxes) == len(r.number)
+            assert all(len(b) == 5 and b[2] > 0 and b[3] > 0 for b in r.boxes)
+            assert "".join(str(b[4]) for b in r.boxes) == r.number
+    confident = [ok for r, ok in zip(readings, right) if r.confidence > 0.9]
+    assert all(confident)
+
+
+def test_every_input_kind_reads_the_same(reader, images):
+    path = images / "test_2.png"
+    data = path.read_bytes()
+    pil = Image.open(path)
+    array = np.asarray(pil.convert("RGB"))
+    readings = [reader.read(x) for x in (path, str(path), data, pil, array)]
+    assert len({json.dumps(r.as_json()) for r in readings}) == 1
+    assert set(readings[0].as_json()) == {"number", "confidence", "boxes"}
+    batched = reader.read_many([path, path, images / "test_1.png"])
+    assert batched[0].as_json() == readings[0].as_json()
+
+
+def test_read_number_caches_the_default_reader(images):
+    first = read_number(images / "test_1.png")
+    assert isinstance(first, Reading)
+    from housenum.read import _cached_reader
+
+    assert _cached_reader(None) is _cached_reader(None)
+
+
+def test_no_number_gives_low_confidence(reader):
+    blanks = [np.full((80, 160, 3), 200, np.uint8), np.zeros((60, 60, 3), np.uint8)]
+    walls = synthetic_empty(6, seed=123)
+    readings = reader.read_many(blanks + walls)
+    assert all(r.number is None or r.confidence < 0.5 for r in readings), [r.as_json() for r in readings]
+    assert sum(r.number is None for r in readings) >= 6
+
+
+def test_bad_inputs_raise_image_errors(reader, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header(20000, 20000))
+    for path, message in ((empty, "empty"), (text, "not an image"), (huge, "too large")):
+        with pytest.raises(ImageError, match=message):
+            reader.read(path)
+    with pytest.raises(ModelError):
+        NumberReader(tmp_path)
+
+
+def test_onnx_and_torch_backends_agree(images):
+    if not DEFAULT_READER.with_name("reader.read.onnx").exists():
+        pytest.skip("no exported ONNX reader shipped")
+    paths = [images / name for name in list(KNOWN)[:6]]
+    onnx, torch_ = NumberReader(backend="onnx"), NumberReader(backend="torch")
+    assert onnx.backend == "onnxruntime" and torch_.backend == "pytorch"
+    for a, b in zip(onnx.read_many(paths), torch_.read_many(paths)):
+        assert a.number == b.number and abs(a.confidence - b.confidence) < 1e-3
+
+
+def test_info_describes_the_shipped_model(reader):
+    info = reader.info()
+    assert info["name"] and info["summary"]
+    assert "accuracy" in json.dumps(info["figures"])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "housenum.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_read_json_and_clear_errors(images, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header(20000, 20000))
+    good = images / "test_2.png"
+    result = _cli("read", str(good), str(empty), str(text), str(huge), "--json")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
+    assert "empty" in errors[0] and "not an image" in errors[1] and "too large" in errors[2]
+    line = json.loads(result.stdout.strip())
+    assert line["file"] == str(good) and set(line) == {"file", "number", "confidence", "boxes"}
+
+
+def test_cli_unknown_model_is_one_line(tmp_path, images):
+    result = _cli("read", str(images / "test_1.png"), "--model", str(tmp_path / "missing"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path):
+    from housenum.evaluate_numbers import evaluate_numbers
+
+    result = evaluate_numbers(str(svhn_dir / "numbers"), files="test_1?.png", out=tmp_path)
+    assert result.n == 10
+    assert 0.5 <= result.accuracy <= 1.0
+    assert result.digit_accuracy >= result.accuracy - 1e-9
+    assert set(result.coverage) == {"95%", "98%"}
+    assert sum(v["n"] for v in result.by_length.values()) == 10
+    if result.failures:
+        assert (tmp_path / "failures.png").is_file()
+    json.dumps(result.as_json())
+
+
+def test_train_reader_writes_a_run_folder(svhn_dir, tmp_path):
+    from housenum.data.numbers import load_numbers
+    from housenum.read import NumberReader as Reader
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    photos = load_numbers(str(svhn_dir / "numbers")).matching("train_1??.png")
+    cfg = ReaderTrainConfig(data="test", synthetic=8, synthetic_empty=4, epochs=1, batch_size=16,
+                            holdout=None, val_fraction=0.2,
+                            arch={"loc_widths": [8, 8, 8, 8], "loc_dense": 8, "read_widths": [8, 8, 8, 8],
+                                  "read_dense": 8, "dropout": 0.0})
+    result = train_reader(cfg, tmp_path / "run", photos=photos, cache=tmp_path / "cache")
+    for name in ("best.pt", "last.pt", "config.json", "history.csv", "curves.png"):
+        assert (tmp_path / "run" / name).is_file()
+    assert len(result.history) == 1
+    assert isinstance(Reader(tmp_path / "run").read(svhn_dir / "numbers" / "images" / "test_1.png"), Reading)
