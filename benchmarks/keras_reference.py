@@ -1,0 +1,90 @@
+"""The same models in TensorFlow/Keras 2.15, for side-by-side training throughput (run by train_speed.py).
+
+Runs in an interpreter that has TensorFlow (e.g. `pip install 'housenum[bench]'` in its own venv,
+since TF 2.15 needs numpy<2). Prints one JSON line: seconds per epoch and images per second.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def build(name: str, channels: int):
+    from tensorflow import keras
+    from tensorflow.keras import layers as L
+
+    inp = keras.Input((32, 32, channels))
+    if name == "cnn2":
+        x = L.Conv2D(16, 3, padding="same")(inp)
+        x = L.LeakyReLU(0.1)(x)
+        x = L.Conv2D(32, 3, padding="same")(x)
+        x = L.LeakyReLU(0.1)(x)
+        x = L.MaxPooling2D()(x)
+        x = L.BatchNormalization()(x)
+        x = L.Conv2D(32, 3, padding="same")(x)
+        x = L.LeakyReLU(0.1)(x)
+        x = L.Conv2D(64, 3, padding="same")(x)
+        x = L.LeakyReLU(0.1)(x)
+        x = L.MaxPooling2D()(x)
+        x = L.BatchNormalization()(x)
+        x = L.Flatten()(x)
+        x = L.Dense(32)(x)
+        x = L.LeakyReLU(0.1)(x)
+        x = L.Dropout(0.5)(x)
+        out = L.Dense(10, activation="softmax")(x)
+    elif name == "resnet":
+        def bn_relu(t, relu=True):
+            t = L.BatchNormalization()(t)
+            return L.ReLU()(t) if relu else t
+
+        x = bn_relu(L.Conv2D(32, 3, padding="same", use_bias=False)(inp))
+        cin = 32
+        for i, w in enumerate((32, 64, 128, 256)):
+            stride = 1 if i == 0 else 2
+            y = bn_relu(L.Conv2D(w, 3, stride, padding="same", use_bias=False)(x))
+            y = bn_relu(L.Conv2D(w, 3, padding="same", use_bias=False)(y), relu=False)
+            skip = x if (stride == 1 and cin == w) else bn_relu(
+                L.Conv2D(w, 1, stride, use_bias=False)(x), relu=False)
+            x = L.ReLU()(L.Add()([y, skip]))
+            cin = w
+        x = L.GlobalAveragePooling2D()(x)
+        out = L.Dense(10, activation="softmax")(x)
+    else:
+        raise SystemExit(f"no Keras version of {name}")
+    return keras.Model(inp, out)
+
+
+def main() -> None:
+    data_path, name, epochs, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
+        int(sys.argv[5])
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.keras.utils.set_random_seed(42)
+    with np.load(data_path) as f:
+        x, y, xv, yv = (f[k] for k in ("x", "y", "xv", "yv"))
+    x, xv = x.astype("float32") / 255, xv.astype("float32") / 255
+    y, yv = tf.keras.utils.to_categorical(y, 10), tf.keras.utils.to_categorical(yv, 10)
+    model = build(name, x.shape[-1])
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    times = []
+
+    class Timer(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t0)
+
+    model.fit(x, y, batch_size=batch, epochs=epochs, validation_data=(xv, yv), verbose=0, callbacks=[Timer()])
+    steady = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
+    print(json.dumps({"framework": "keras " + tf.__version__, "model": name, "params": model.count_params(),
+                      "epoch_seconds": times, "images_per_second": len(x) / steady}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Training throughput (images/s) of housenum vs the same model in TensorFlow/Keras 2.15, side by side.
+
+Same data (crops.npz's training split, validation by source photo), same batch size, same threads.
+Per-epoch time includes the validation pass for both. Keras runs in the interpreter given by
+--keras-python (TF 2.15 needs numpy<2, so it lives in its own venv: `python -m venv tfenv &&
+tfenv/bin/pip install tensorflow-cpu==2.15.1`).
+
+    python benchmarks/train_speed.py --keras-python /work/tfenv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "svhn" / "crops.npz"
+
+# (label, housenum model, channels, recipe, batch size)
+CASES = [
+    ("cnn2 (notebook)", "cnn2", 1, "notebook", 128),
+    ("resnet, same work as Keras", "resnet", 3, "notebook", 128),
+    ("resnet, shipped recipe", "resnet", 3, "strong", 128),
+]
+
+
+def housenum_speed(model: str, channels: int, recipe: str, batch: int, epochs: int, threads: int,
+                   data) -> float:
+    from housenum.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(TrainConfig(model=model, channels=channels, recipe=recipe, batch_size=batch,
+                                   epochs=epochs, threads=threads, device="cpu"), tmp, data=data, progress=False)
+    times = sorted(h["seconds"] for h in result.history[1:]) or [result.history[0]["seconds"]]
+    return _n_train(data, result.config) / times[len(times) // 2]
+
+
+def _n_train(data, cfg) -> int:
+    from housenum.train import split_for_training
+
+    return len(split_for_training(data.with_channels(cfg.channels), cfg)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--epochs", type=int, default=3, help="the first epoch is warm-up; the median of the rest")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keras-python", default=None, help="interpreter with tensorflow 2.15 (omit: skip Keras)")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from housenum.data import load_digits
+    from housenum.train import TrainConfig, split_for_training
+
+    data = load_digits(args.data)
+    print(f"{'case':<30}{'housenum img/s':>16}{'keras img/s':>14}{'ratio':>8}")
+    for label, model, channels, recipe, batch in CASES:
+        ours = housenum_speed(model, channels, recipe, batch, args.epochs, args.threads, data)
+        theirs = None
+        if args.keras_python and not (recipe == "strong"):
+            cfg = TrainConfig(model=model, channels=channels).resolved()
+            train_set, val_set = split_for_training(data.with_channels(channels), cfg)
+            with tempfile.NamedTemporaryFile(suffix=".npz") as tmp:
+                np.savez(tmp.name, x=train_set.images, y=train_set.labels, xv=val_set.images, yv=val_set.labels)
+                proc = subprocess.run([args.keras_python, str(ROOT / "benchmarks" / "keras_reference.py"), tmp.name,
+                                       model, str(args.epochs), str(batch), str(args.threads)],
+                                      capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"keras run failed: {proc.stderr[-2000:]}")
+            theirs = json.loads(proc.stdout.strip().splitlines()[-1])["images_per_second"]
+        ratio = f"{ours / theirs:.2f}x" if theirs else "-"
+        print(f"{label:<30}{ours:>16.0f}{(f'{theirs:.0f}' if theirs else '-'):>14}{ratio:>8}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
