@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+from housenum.checkpoint import DEFAULT_DIGIT_MODEL
+from housenum.errors import ModelError
 
 SHARED_SVHN = Path(__file__).resolve().parents[2] / "shared" / "data" / "svhn"
 
@@ -43,3 +53,74 @@ def small_npz(tmp_path_factory, crops) -> Path:
     path = tmp_path_factory.mktemp("data") / "small.npz"
     np.savez(path, X=sub["X"], y=sub["y"], source_image=sub["source_image"])
     return path
+
+
+# Serving fixtures (shared by test_serve.py and test_browser.py)
+
+@pytest.fixture(scope="session")
+def digit_checkpoint(tmp_path_factory) -> Path:
+    """The shipped digit model (or $HOUSENUM_TEST_DIGIT_MODEL, a run folder or .pt) copied to a temp
+    folder with its ONNX export beside it, so the server runs it on ONNX Runtime."""
+    from housenum.checkpoint import checkpoint_path
+    from housenum.export import export_onnx
+
+    source = checkpoint_path(os.environ.get("HOUSENUM_TEST_DIGIT_MODEL") or DEFAULT_DIGIT_MODEL)
+    path = tmp_path_factory.mktemp("model") / "digits.pt"
+    shutil.copyfile(source, path)
+    export_onnx(path, parity_data="synthetic:200", n_parity=8)
+    return path
+
+
+@pytest.fixture(scope="session")
+def reader_model() -> str | None:
+    """$HOUSENUM_TEST_READER_MODEL (a reader run folder or .pt), else the shipped reader (None)."""
+    return os.environ.get("HOUSENUM_TEST_READER_MODEL")
+
+
+@pytest.fixture(scope="session")
+def number_reader(reader_model):
+    """The reader the server loads, in process; None while `housenum.read` or its model is missing,
+    in which case the server must answer /v1/numbers with 503."""
+    try:
+        from housenum.read import NumberReader
+
+        return NumberReader(reader_model)
+    except (ImportError, ModelError):
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(digit_checkpoint, reader_model, svhn_dir, tmp_path_factory):
+    """Base URL of `housenum serve` running in a subprocess on a free loopback port."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    cmd = [sys.executable, "-m", "housenum.cli", "serve", "--port", str(port), "--threads", "1",
+           "--digit-model", str(digit_checkpoint), "--examples", str(svhn_dir / "numbers" / "images")]
+    if reader_model:
+        cmd += ["--number-model", reader_model]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not start; log:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -12,13 +12,7 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from tests.test_serve import (  # noqa: F401  (fixtures)
-    digit_checkpoint,
-    example_photos,
-    number_reader,
-    reader_model,
-    server,
-)
+from tests.test_serve import example_photos
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -38,7 +32,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server):  # noqa: F811
+def page(browser, server):
     """A fresh page on the server; fails the test on console errors or on any request off loopback."""
     context = browser.new_context(viewport={"width": 1000, "height": 860})
     page = context.new_page()
@@ -54,7 +48,7 @@ def page(browser, server):  # noqa: F811
     assert not problems, problems
 
 
-def test_page_reads_an_uploaded_photo(page, svhn_dir, crops, digit_checkpoint, number_reader, tmp_path):  # noqa: F811
+def test_page_reads_an_uploaded_photo(page, svhn_dir, crops, digit_checkpoint, number_reader, tmp_path):
     from playwright.sync_api import expect
 
     if number_reader is not None:

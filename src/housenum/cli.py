@@ -293,10 +293,18 @@ def train_reader_cmd(
                                            "'svhn-full:train' or 'synthetic[:N]'.")] = "synthetic:2000",
     holdout: Annotated[str, typer.Option(help="Never train or validate on photos matching this glob "
                                               "('' for none).")] = "test_*",
+    val_fraction: Annotated[float, typer.Option(help="Share of the other photos kept for validation "
+                                                     "(0: train on all, keep the last epoch).")] = 0.1,
+    fold: Annotated[int | None, typer.Option(help="Use photo fold K of 5 as validation instead.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the real training photos.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Crops per step (and as many localiser views).")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle, AdamW).")] = 2e-3,
+    real_fraction: Annotated[float, typer.Option(help="Share of each batch from real photos.")] = 0.5,
     synthetic: Annotated[int, typer.Option(help="Synthetic number photos mixed in.")] = 12000,
     synthetic_empty: Annotated[int, typer.Option(help="Synthetic photos without a number.")] = 3000,
-    fold: Annotated[int | None, typer.Option(help="Use photo fold K of 5 as validation.")] = None,
+    arch: Annotated[str, typer.Option(help="Network sizes: 'small' (CPU) or 'wide' (GPU).")] = "small",
+    workers: Annotated[int, typer.Option(help="Processes drawing synthetic photos.")] = 1,
+    eval_every: Annotated[int, typer.Option(help="Epochs between validations and checkpoints.")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -304,11 +312,15 @@ def train_reader_cmd(
 ) -> None:
     """Train the whole-number reader (localiser + reader) and write its run folder: best.pt,
     last.pt, config.json, history.csv and curves.png."""
+    from housenum.models.reader import ARCHS
     from housenum.train_reader import ReaderTrainConfig, train_reader
 
-    cfg = ReaderTrainConfig(data=data, holdout=holdout or None, epochs=epochs, synthetic=synthetic,
-                            synthetic_empty=synthetic_empty, fold=fold, seed=seed, threads=threads,
-                            device=device)
+    if arch not in ARCHS:
+        raise typer.BadParameter(f"choose from {', '.join(ARCHS)}", param_hint="--arch")
+    cfg = ReaderTrainConfig(data=data, holdout=holdout or None, val_fraction=val_fraction, fold=fold,
+                            epochs=epochs, batch_size=batch_size, lr=lr, real_fraction=real_fraction,
+                            synthetic=synthetic, synthetic_empty=synthetic_empty, arch=ARCHS[arch].as_dict(),
+                            workers=workers, eval_every=eval_every, seed=seed, threads=threads, device=device)
     try:
         result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True))
     except KeyboardInterrupt:

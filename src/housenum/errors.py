@@ -13,6 +13,10 @@ class ImageError(HousenumError):
     """An image cannot be read: not an image, truncated, empty, or too large."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image over the byte or pixel limit (HTTP 413 rather than 400)."""
+
+
 class ModelError(HousenumError):
     """A model name, run folder or checkpoint is unknown or unusable."""
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from housenum.errors import ImageError
+from housenum.errors import ImageError, ImageTooLargeError
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
@@ -48,12 +48,12 @@ def open_image(source: str | Path | bytes | Image.Image | np.ndarray,
         size = path.stat().st_size
         name = str(path)
         if size > max_bytes:
-            raise ImageError(f"{name}: file is too large ({size} bytes; limit {max_bytes})")
+            raise ImageTooLargeError(f"{name}: file is too large ({size} bytes; limit {max_bytes})")
         data = path.read_bytes()
     else:
         data, name = bytes(source), "upload"
         if len(data) > max_bytes:
-            raise ImageError(f"{name}: image is too large ({len(data)} bytes; limit {max_bytes})")
+            raise ImageTooLargeError(f"{name}: image is too large ({len(data)} bytes; limit {max_bytes})")
     if not data:
         raise ImageError(f"{name}: file is empty")
     try:
@@ -62,7 +62,7 @@ def open_image(source: str | Path | bytes | Image.Image | np.ndarray,
         raise ImageError(f"{name}: not an image (expected PNG, JPEG or another common format)") from None
     w, h = img.size
     if w * h > max_pixels:
-        raise ImageError(f"{name}: image is too large ({w}x{h} = {w * h} pixels; limit {max_pixels})")
+        raise ImageTooLargeError(f"{name}: image is too large ({w}x{h} = {w * h} pixels; limit {max_pixels})")
     try:
         img.load()
     except (OSError, SyntaxError, ValueError) as e:

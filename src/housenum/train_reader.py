@@ -32,7 +32,7 @@ from housenum.data.splits import source_fold
 from housenum.errors import ModelError
 from housenum.io import atomic_open, atomic_path, write_text
 from housenum.models.reader import (
-    MAX_DIGITS, Localizer, Reader, ReaderArch, context_crop, context_region, crop_theta, localizer_view,
+    ARCHS, MAX_DIGITS, Localizer, Reader, ReaderArch, context_crop, context_region, crop_theta, localizer_view,
     reader_crops, split_reader_output,
 )
 
@@ -65,7 +65,7 @@ class ReaderTrainConfig:
     loc_shift: float = 0.1           # localiser view shift, fraction of the photo
     jitter: float = 0.35             # brightness/contrast jitter, both views
     p_invert: float = 0.2            # light-on-dark <-> dark-on-light
-    arch: dict = field(default_factory=lambda: ReaderArch().as_dict())
+    arch: dict = field(default_factory=lambda: ARCHS["small"].as_dict())  # widths; see models.reader.ARCHS
     seed: int = 0
     device: str = "auto"
     threads: int | None = 1          # CPU threads (the shared 2-core machine: 1)
@@ -311,17 +311,20 @@ def reader_loss(out: torch.Tensor, length: torch.Tensor, digits: torch.Tensor, b
 
 
 class _EMA:
+    """An exponential moving average of the weights (and a copy of the buffers)."""
+
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay, self.model = decay, copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.pairs = (list(self.model.parameters()), list(model.parameters()))
+        self.buffers = (list(self.model.buffers()), list(model.buffers()))
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
+    def update(self, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1 - d)
-        for e, b in zip(self.model.buffers(), model.buffers()):
+        torch._foreach_lerp_(self.pairs[0], self.pairs[1], 1 - d)
+        for e, b in zip(*self.buffers):
             e.copy_(b)
 
 
@@ -417,8 +420,8 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             optimizer.step()
             scheduler.step()
             step += 1
-            ema_loc.update(localizer, step)
-            ema_read.update(reader, step)
+            ema_loc.update(step)
+            ema_read.update(step)
             sums["loss"] += loss.item()
             sums["loc_loss"] += loc_loss.item()
             sums["acc"] += correct[:n_real].float().mean().item()

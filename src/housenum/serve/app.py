@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from housenum.errors import ImageError
+from housenum.errors import ImageError, ImageTooLargeError
 from housenum.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image
 from housenum.serve.batching import MicroBatcher
 from housenum.serve.metrics import Metrics, MetricsMiddleware
@@ -203,7 +203,8 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
 
     def require_reader() -> None:
         if models.reader is None:
-            raise ApiError(503, "reader_unavailable", models.reader_unavailable or "no house-number reader")
+            raise ApiError(503, "reader_unavailable",
+                           f"the house-number reader is unavailable: {models.reader_unavailable}")
 
     @app.post("/v1/digits", response_model=DigitOut, responses=ERROR_RESPONSES,
               openapi_extra=image_body("file", many=False), summary="Recognise the digit in one crop")
@@ -283,8 +284,8 @@ def _one(uploads: list[Upload], batch_route: str) -> list[Upload]:
 
 
 def image_error(e: ImageError, name: str = "upload") -> ApiError:
-    """open_image says "too large" for every over-limit case (bytes, pixels); the rest is a bad image."""
-    status, code = (413, "too_large") if "too large" in str(e) else (400, "not_an_image")
+    """Over a byte or pixel limit is 413; any other unreadable image is 400."""
+    status, code = (413, "too_large") if isinstance(e, ImageTooLargeError) else (400, "not_an_image")
     return ApiError(status, code, str(e).replace("upload:", f"{name}:", 1))
 
 

@@ -25,9 +25,9 @@ class Metrics:
         self.errors = Counter("housenum_http_errors", "Error responses by code (the JSON error.code).",
                               ["route", "code"], registry=self.registry)
         self.images = Counter("housenum_images", "Images run through a model.", ["model"], registry=self.registry)
-        self.inference = Histogram("housenum_inference_seconds", "Server time of requests that ran a model (upload, decode, model).",
+        self.inference = Histogram("housenum_inference_seconds",
+                                   "Server time of requests that ran a model (upload, decode, model).",
                                    ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
-
         self.batch_size = Histogram("housenum_batch_size", "Single-image requests run together in one model call.",
                                     ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
 

@@ -47,13 +47,13 @@ def load_served_models(digit_model: str | Path | None, number_model: str | Path 
     try:
         from housenum.read import NumberReader
     except ImportError as e:
-        models.reader_unavailable = f"the house-number reader is not installed ({e})"
+        models.reader_unavailable = f"housenum.read is not installed ({e})"
         return models
     try:
         models.reader = NumberReader(number_model, threads=threads)
         models.reader_card = dict(models.reader.info())
     except HousenumError as e:
-        models.reader_unavailable = f"the house-number reader cannot load its model ({e})"
+        models.reader_unavailable = f"its model cannot be loaded: {e} (serve one with --number-model RUN_DIR)"
         log.warning(models.reader_unavailable)
     return models
 

@@ -50,8 +50,8 @@ async function loadInfo() {
     const models = await (await fetch("/v1/models")).json();
     state.readerAvailable = Boolean(models.numbers && models.numbers.available);
     if (!state.readerAvailable) {
-      $("unavailable").textContent = "The house-number reader is unavailable on this server " +
-        `(${models.numbers.reason}). You can still read single digits.`;
+      $("unavailable").textContent = "The house-number reader is unavailable on this server: " +
+        `${models.numbers.reason}. You can still read single digits.`;
       selectMode("digits");
     }
   } catch (err) {
