@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from housenum import plots
 from housenum.data.numbers import NumberSet, load_numbers, number_box
 from housenum.preprocess import open_image
-from housenum.read import NumberReader, Reading, decode
+from housenum.models.reader import CTC_BLANK
+from housenum.read import NumberReader, RawOutputs, Reading, decode
 
 PRECISIONS = (0.95, 0.98)
 
@@ -50,14 +53,20 @@ def score(reader: NumberReader, photos: NumberSet, batch_size: int = 64) -> Scor
         for j, i in enumerate(index):
             truth = photos.boxes[i]
             ious.append(box_iou(raw.number_boxes[j], number_box(truth)))
-            nlls.append(_true_nll(raw.length_probs[j], raw.digit_probs[j], photos.labels[i]))
+            nlls.append(true_nll(raw, j, photos.labels[i]))
     return Scored(list(photos.labels), readings, np.array(ious), np.array(nlls), time.perf_counter() - t0)
 
 
-def _true_nll(length_probs: np.ndarray, digit_probs: np.ndarray, label: str) -> float:
-    n = min(len(label), len(length_probs) - 1)
-    p = np.log(max(length_probs[n], 1e-12))
-    p += sum(np.log(max(digit_probs[k, int(d)], 1e-12)) for k, d in enumerate(label[:n]))
+def true_nll(raw: RawOutputs, i: int, label: str) -> float:
+    """-log P(true number) under the reader, given the crop its localiser chose."""
+    if raw.column_probs is not None:
+        log_probs = torch.from_numpy(np.log(np.maximum(raw.column_probs[i:i + 1], 1e-12))).transpose(0, 1)
+        target = torch.tensor([[int(d) for d in label]])
+        return float(F.ctc_loss(log_probs, target, torch.tensor([log_probs.shape[0]]), torch.tensor([len(label)]),
+                                blank=CTC_BLANK, reduction="sum", zero_infinity=True))
+    n = min(len(label), raw.length_probs.shape[1] - 1)
+    p = np.log(max(raw.length_probs[i, n], 1e-12))
+    p += sum(np.log(max(raw.digit_probs[i, k, int(d)], 1e-12)) for k, d in enumerate(label[:n]))
     return float(-p)
 
 
@@ -118,7 +127,8 @@ class NumberEvaluation:
                  f"whole-number accuracy {self.accuracy:.4f}   per-digit accuracy {self.digit_accuracy:.4f}   "
                  f"mean localisation IoU {self.mean_iou:.3f}",
                  "coverage " + "   ".join(f"{k} precision: {v:.3f}" for k, v in self.coverage.items()),
-                 "by length: " + "   ".join(f"{k}: {v['accuracy']:.3f} (n={v['n']})" for k, v in self.by_length.items()),
+                 "by length: " + "   ".join(f"{k}: {v['accuracy']:.3f} (n={v['n']})"
+                                            for k, v in self.by_length.items()),
                  f"speed {self.photos_per_second:.0f} photos/s (batches of 64)"]
         if self.gallery:
             lines.append(f"failures gallery: {self.gallery}")

@@ -17,8 +17,8 @@ import torch
 
 from housenum.errors import ModelError
 from housenum.models.reader import (
-    CONTEXT, EXPAND, MAX_DIGITS, Localizer, Reader, ReaderArch, ReaderFromContext, context_crop,
-    context_region, decode_box, localizer_view, split_reader_output,
+    CONTEXT, CTC_BLANK, EXPAND, MAX_DIGITS, Localizer, ReaderArch, ReaderFromContext, context_crop, context_region,
+    create_reader, decode_box, localizer_view, split_reader_output,
 )
 from housenum.preprocess import open_image
 
@@ -30,8 +30,9 @@ ONNX_SUFFIXES = (".loc.onnx", ".read.onnx")  # beside reader.pt: reader.loc.onnx
 
 @dataclass
 class Reading:
-    """The number read from one photo. `number` is None when the reader sees no number; then
-    `confidence` is the probability of the best number it could have read, which is low."""
+    """The number read from one photo, with the probability of that reading. `number` is None
+    when the reader sees no number; `confidence` is then the probability that there is a number
+    at all, which is low."""
 
     number: str | None
     confidence: float
@@ -44,16 +45,20 @@ class Reading:
 
 @dataclass
 class RawOutputs:
-    """What the networks said about a batch, before decoding: boxes in photo pixels and probabilities."""
+    """What the networks said about a batch, before decoding: boxes in photo pixels and probabilities.
 
-    number_boxes: np.ndarray   # (N, 4) left, top, right, bottom
-    length_probs: np.ndarray   # (N, 6)
-    digit_probs: np.ndarray    # (N, 5, 10)
-    digit_boxes: np.ndarray    # (N, 5, 4) centre x, centre y, width, height, fractions of the crop
+    A multi-head reader gives length, digit and digit-box outputs; a CTC reader gives columns.
+    """
+
+    number_boxes: np.ndarray                  # (N, 4) left, top, right, bottom
+    length_probs: np.ndarray | None = None    # (N, 6)
+    digit_probs: np.ndarray | None = None     # (N, 5, 10)
+    digit_boxes: np.ndarray | None = None     # (N, 5, 4) centre x, centre y, width, height, crop fractions
+    column_probs: np.ndarray | None = None    # (N, 16, 11): digits 0..9 and blank per column
 
 
 class _TorchNets:
-    def __init__(self, localizer: Localizer, reader: Reader, device: torch.device | str = "cpu") -> None:
+    def __init__(self, localizer: Localizer, reader: torch.nn.Module, device: torch.device | str = "cpu") -> None:
         self.localizer = localizer.eval()
         self.reader = ReaderFromContext(reader).eval()
         self.device = torch.device(device)
@@ -106,9 +111,9 @@ def read_reader_checkpoint(path: Path) -> dict:
     return state
 
 
-def build_nets(state: dict, path: Path) -> tuple[Localizer, Reader]:
+def build_nets(state: dict, path: Path) -> tuple[Localizer, torch.nn.Module]:
     arch = ReaderArch.from_dict(state["arch"])
-    localizer, reader = Localizer(arch), Reader(arch)
+    localizer, reader = Localizer(arch), create_reader(arch)
     try:
         localizer.load_state_dict({k: v.float() for k, v in state["localizer_state"].items()})
         reader.load_state_dict({k: v.float() for k, v in state["reader_state"].items()})
@@ -162,12 +167,13 @@ class NumberReader:
         self.config = state.get("config", {})
 
     @classmethod
-    def from_modules(cls, localizer: Localizer, reader: Reader, device: torch.device | str = "cpu") -> NumberReader:
+    def from_modules(cls, localizer: Localizer, reader: torch.nn.Module,
+                     device: torch.device | str = "cpu") -> NumberReader:
         """A reader over networks in memory (training uses this to validate through this path)."""
-        self = cls.__new__(cls)
-        self._nets = _TorchNets(localizer, reader, device)
-        self.path, self.card, self.config = None, {}, {}
-        return self
+        reader_ = cls.__new__(cls)
+        reader_._nets = _TorchNets(localizer, reader, device)
+        reader_.path, reader_.card, reader_.config = None, {}, {}
+        return reader_
 
     @property
     def backend(self) -> str:
@@ -188,13 +194,13 @@ class NumberReader:
 
     def raw(self, photos: list) -> RawOutputs:
         """The networks' outputs for opened photos (PIL RGB images)."""
-        if not photos:
-            return RawOutputs(np.zeros((0, 4)), np.zeros((0, MAX_DIGITS + 1)),
-                              np.zeros((0, MAX_DIGITS, 10)), np.zeros((0, MAX_DIGITS, 4)))
         pred = self._nets.locate(np.stack([localizer_view(p) for p in photos]))
         boxes = np.concatenate([decode_box(pred[i:i + 1], *p.size) for i, p in enumerate(photos)])
         context = np.stack([context_crop(p, tuple(b)) for p, b in zip(photos, boxes)])
-        length, digits, digit_boxes = split_reader_output(torch.from_numpy(self._nets.read(context)))
+        out = torch.from_numpy(self._nets.read(context))
+        if out.ndim == 3:
+            return RawOutputs(boxes, column_probs=torch.softmax(out, 2).numpy())
+        length, digits, digit_boxes = split_reader_output(out)
         return RawOutputs(boxes, torch.softmax(length, 1).numpy(), torch.softmax(digits, 2).numpy(),
                           digit_boxes.numpy())
 
@@ -216,26 +222,48 @@ class NumberReader:
 
 
 def decode(raw: RawOutputs, sizes: list[tuple[int, int]]) -> list[Reading]:
-    """Most probable reading per photo: the length and digits maximising P(length) * prod P(digit)."""
+    """The most probable reading of each photo (see `Reading` for `confidence` when None)."""
     out = []
     for i, size in enumerate(sizes):
-        length, score = best_length(raw.length_probs[i], raw.digit_probs[i])
-        digits = raw.digit_probs[i].argmax(1)
         left, top, right, bottom = raw.number_boxes[i]
         number_box = [int(round(left)), int(round(top)), int(round(right - left)), int(round(bottom - top))]
-        if length == 0:
-            best = max(range(1, MAX_DIGITS + 1), key=lambda n: _log_score(raw, i, n))
-            out.append(Reading(None, float(math.exp(_log_score(raw, i, best))), [], number_box))
-            continue
-        number = "".join(str(d) for d in digits[:length])
-        boxes = _digit_boxes(raw.digit_boxes[i, :length], (left, top, right, bottom), digits[:length], size)
-        out.append(Reading(number, float(math.exp(score)), boxes, number_box))
+        if raw.column_probs is not None:
+            digits, confidence, boxes = _decode_columns(raw.column_probs[i], raw.number_boxes[i], size)
+        else:
+            digits, confidence, boxes = _decode_heads(raw, i, size)
+        number = "".join(str(d) for d in digits) or None
+        out.append(Reading(number, confidence, boxes if number else [], number_box))
     return out
 
 
-def _log_score(raw: RawOutputs, i: int, n: int) -> float:
-    logs = np.log(np.maximum(raw.digit_probs[i].max(1), 1e-12))
-    return float(np.log(max(raw.length_probs[i][n], 1e-12)) + logs[:n].sum())
+def _decode_heads(raw: RawOutputs, i: int, size: tuple[int, int]) -> tuple[list[int], float, list[list[int]]]:
+    """Multi-head: the length and digits maximising P(length) * prod P(digit)."""
+    length, score = best_length(raw.length_probs[i], raw.digit_probs[i])
+    if length == 0:
+        return [], float(1 - raw.length_probs[i][0]), []
+    digits = raw.digit_probs[i].argmax(1)[:length]
+    return list(digits), float(math.exp(score)), _digit_boxes(raw.digit_boxes[i, :length], raw.number_boxes[i],
+                                                              digits, size)
+
+
+def _decode_columns(probs: np.ndarray, number_box, size: tuple[int, int]) -> tuple[list[int], float, list[list[int]]]:
+    """CTC: the best path (argmax per column, repeats merged, blanks dropped); its probability is
+    the confidence. A digit's box spans the columns that emitted it, at the number box's height."""
+    best = probs.argmax(1)
+    path_p = float(np.prod(probs.max(1)))
+    digits, spans, previous = [], [], CTC_BLANK
+    for t, c in enumerate(best):
+        if c != CTC_BLANK and c == previous:
+            spans[-1][1] = t
+        elif c != CTC_BLANK:
+            digits.append(int(c))
+            spans.append([t, t])
+        previous = c
+    if not digits:
+        return [], float(1 - np.prod(probs[:, CTC_BLANK])), []
+    steps = len(best)
+    boxes = np.array([[((a + b + 1) / 2) / steps, 0.5, (b - a + 1) / steps, 1 / EXPAND] for a, b in spans])
+    return digits, path_p, _digit_boxes(boxes, number_box, np.array(digits), size)
 
 
 def best_length(length_probs: np.ndarray, digit_probs: np.ndarray) -> tuple[int, float]:

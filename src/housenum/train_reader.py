@@ -32,8 +32,8 @@ from housenum.data.splits import source_fold
 from housenum.errors import ModelError
 from housenum.io import atomic_open, atomic_path, write_text
 from housenum.models.reader import (
-    ARCHS, MAX_DIGITS, Localizer, Reader, ReaderArch, context_crop, context_region, crop_theta, localizer_view,
-    reader_crops, split_reader_output,
+    ARCHS, CTC_BLANK, MAX_DIGITS, Localizer, ReaderArch, context_crop, context_region, create_reader, crop_theta,
+    ctc_greedy, localizer_view, reader_crops, split_reader_output,
 )
 
 READER_FORMAT = "housenum-reader/1"
@@ -295,7 +295,9 @@ def reader_batch(data: PhotoTensors, idx: torch.Tensor, cfg: ReaderTrainConfig, 
 
 def reader_loss(out: torch.Tensor, length: torch.Tensor, digits: torch.Tensor, boxes: torch.Tensor,
                 cfg: ReaderTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, whole-number correct per item) for one reader batch."""
+    """(loss, whole-number correct per item) for one reader batch, for either head."""
+    if out.ndim == 3:
+        return _ctc_loss(out, length, digits)
     p_len, p_dig, p_box = split_reader_output(out)
     loss = F.cross_entropy(p_len, length, label_smoothing=cfg.label_smoothing)
     loss = loss + F.cross_entropy(p_dig.reshape(-1, 10), digits.reshape(-1), ignore_index=-100,
@@ -305,6 +307,16 @@ def reader_loss(out: torch.Tensor, length: torch.Tensor, digits: torch.Tensor, b
     digit_ok = (p_dig.argmax(-1) == digits) | (digits < 0)
     correct = (p_len.argmax(1) == length) & digit_ok.all(1)
     return loss, correct
+
+
+def _ctc_loss(out: torch.Tensor, length: torch.Tensor, digits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n, steps, _ = out.shape
+    log_probs = out.log_softmax(2)
+    loss = F.ctc_loss(log_probs.transpose(0, 1), digits.clamp_min(0), torch.full((n,), steps, dtype=torch.long),
+                      length, blank=CTC_BLANK, zero_infinity=True)
+    decoded = ctc_greedy(log_probs.argmax(2))
+    truth = [tuple(d[:k].tolist()) for d, k in zip(digits, length)]
+    return loss, torch.tensor([tuple(a) == b for a, b in zip(decoded, truth)])
 
 
 # --- The loop -------------------------------------------------------------------------------------
@@ -379,7 +391,7 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
 
     arch = ReaderArch.from_dict(cfg.arch)
     localizer = Localizer(arch).to(device, memory_format=torch.channels_last)
-    reader = Reader(arch).to(device, memory_format=torch.channels_last)
+    reader = create_reader(arch).to(device, memory_format=torch.channels_last)
     params = list(localizer.parameters()) + list(reader.parameters())
     optimizer = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
                                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=cfg.lr)

@@ -40,6 +40,7 @@ class ReaderArch:
     read_squeeze: int = 0           # >0: a 1x1 conv to this many channels before the dense layer
     read_dense: int = 384
     dropout: float = 0.3
+    head: str = "multi"             # "multi": length + one head per position; "ctc": per-column CTC
 
     @classmethod
     def from_dict(cls, d: dict) -> ReaderArch:
@@ -49,11 +50,15 @@ class ReaderArch:
         return asdict(self)
 
 
-# Named sizes: "small" trains on a 2-core CPU in minutes per epoch; "wide" is for a GPU.
+# Named sizes: "small" trains on a 2-core CPU in minutes per epoch; "wide" is for a GPU; "ctc"
+# reads columns with one shared digit classifier (CTC), which learns from far fewer photos.
 ARCHS = {
     "small": ReaderArch(),
     "wide": ReaderArch(read_widths=(48, 64, 128, 192), read_squeeze=96, read_dense=512),
+    "ctc": ReaderArch(read_widths=(32, 48, 96, 160), read_dense=256, head="ctc"),
 }
+CTC_STEPS = 16       # columns the CTC reader emits across its 64-pixel crop
+CTC_BLANK = 10       # class index of "no digit here"
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -80,6 +85,48 @@ class Localizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
+
+
+class CTCReader(nn.Module):
+    """(N, 3, 64, 64) crop in 0..1 -> (N, 16, 11): per column, logits of digits 0..9 and blank.
+
+    Pools height only after 16x16, so 16 columns survive; one classifier reads every column, so
+    a digit learnt at one position is known at all of them.
+    """
+
+    def __init__(self, arch: ReaderArch) -> None:
+        super().__init__()
+        w = arch.read_widths
+        layers = [PerImageStandardize(), *_conv(3, w[0], stride=2), *_conv(w[0], w[1]), nn.MaxPool2d(2)]
+        for cin, cout in zip(w[1:-1], w[2:]):
+            layers += [*_conv(cin, cout), *_conv(cout, cout), nn.MaxPool2d((2, 1))]
+        self.trunk = nn.Sequential(*layers)
+        rows = CROP_SIZE // 4 // 2 ** (len(w) - 2)
+        self.collapse = nn.Sequential(nn.Conv2d(w[-1], arch.read_dense, (rows, 1), bias=False),
+                                      nn.BatchNorm2d(arch.read_dense), nn.ReLU(inplace=True), nn.Dropout(arch.dropout))
+        self.columns = nn.Sequential(nn.Conv1d(arch.read_dense, arch.read_dense, 3, padding=1), nn.ReLU(inplace=True),
+                                     nn.Conv1d(arch.read_dense, 11, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.collapse(self.trunk(x)).squeeze(2)      # (N, C, 16)
+        return self.columns(features).transpose(1, 2)             # (N, 16, 11)
+
+
+def ctc_greedy(best) -> list[list[int]]:
+    """Best path per row of column argmaxes (N, T) -> digits: repeats collapsed, blanks dropped."""
+    out = []
+    for row in np.asarray(best).tolist():
+        digits, previous = [], CTC_BLANK
+        for c in row:
+            if c != previous and c != CTC_BLANK:
+                digits.append(c)
+            previous = c
+        out.append(digits)
+    return out
+
+
+def create_reader(arch: ReaderArch) -> nn.Module:
+    return CTCReader(arch) if arch.head == "ctc" else Reader(arch)
 
 
 class Reader(nn.Module):
@@ -182,7 +229,7 @@ class ReaderFromContext(nn.Module):
     """Context crops (N, 3, 96, 96) in 0..1 -> reader outputs: the inference crop and the reader in
     one graph, for export."""
 
-    def __init__(self, reader: Reader) -> None:
+    def __init__(self, reader: nn.Module) -> None:
         super().__init__()
         self.reader = reader
         self.register_buffer("grid", inference_grid(), persistent=False)
@@ -193,7 +240,7 @@ class ReaderFromContext(nn.Module):
         return self.reader(crops)
 
 
-__all__ = ["ARCHS", "CONTEXT", "CONTEXT_SIZE", "CROP_SIZE", "EXPAND", "LOC_SIZE", "Localizer", "MAX_DIGITS",
-           "Reader", "ReaderArch", "ReaderFromContext", "context_crop", "context_region", "crop_theta", "decode_box",
-           "inference_grid",
+__all__ = ["ARCHS", "CONTEXT", "CONTEXT_SIZE", "CROP_SIZE", "CTCReader", "CTC_BLANK", "CTC_STEPS", "EXPAND",
+           "LOC_SIZE", "Localizer", "MAX_DIGITS", "Reader", "ReaderArch", "ReaderFromContext", "context_crop",
+           "context_region", "create_reader", "crop_theta", "ctc_greedy", "decode_box", "inference_grid",
            "localizer_view", "reader_crops", "split_reader_output"]
