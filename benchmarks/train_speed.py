@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--epochs", type=int, default=3, help="the first epoch is warm-up; the median of the rest")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", default="cnn2,resnet,strong", help="which of: cnn2, resnet, strong")
     parser.add_argument("--keras-python", default=None, help="interpreter with tensorflow 2.15 (omit: skip Keras)")
     args = parser.parse_args()
 
@@ -61,7 +62,10 @@ def main() -> None:
 
     data = load_digits(args.data)
     print(f"{'case':<30}{'housenum img/s':>16}{'keras img/s':>14}{'ratio':>8}")
-    for label, model, channels, recipe, batch in CASES:
+    wanted = set(args.cases.split(","))
+    for key, (label, model, channels, recipe, batch) in zip(("cnn2", "resnet", "strong"), CASES):
+        if key not in wanted:
+            continue
         ours = housenum_speed(model, channels, recipe, batch, args.epochs, args.threads, data)
         theirs = None
         if args.keras_python and not (recipe == "strong"):

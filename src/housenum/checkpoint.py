@@ -46,12 +46,12 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
-def checkpoint_path(source: str | Path | None) -> Path:
-    """A run folder means its best checkpoint; None means the shipped digit model."""
+def checkpoint_path(source: str | Path | None, default: Path = DEFAULT_DIGIT_MODEL, what: str = "digit model") -> Path:
+    """A run folder means its best checkpoint (else its last); None means the shipped model."""
     if source is None:
-        if not DEFAULT_DIGIT_MODEL.exists():
-            raise ModelError("no shipped digit model in this install; pass --model RUN_DIR")
-        return DEFAULT_DIGIT_MODEL
+        if not default.exists():
+            raise ModelError(f"no shipped {what} in this install; pass --model RUN_DIR")
+        return default
     path = Path(source)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):

@@ -305,6 +305,8 @@ def train_reader_cmd(
     arch: Annotated[str, typer.Option(help="Network sizes: 'small' (CPU) or 'wide' (GPU).")] = "small",
     workers: Annotated[int, typer.Option(help="Processes drawing synthetic photos.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Epochs between validations and checkpoints.")] = 1,
+    init: Annotated[Path | None, typer.Option(help="Start from this reader run folder or .pt.")] = None,
+    localizer_only: Annotated[bool, typer.Option(help="Train only the localiser (keep --init's reader).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -320,7 +322,8 @@ def train_reader_cmd(
     cfg = ReaderTrainConfig(data=data, holdout=holdout or None, val_fraction=val_fraction, fold=fold,
                             epochs=epochs, batch_size=batch_size, lr=lr, real_fraction=real_fraction,
                             synthetic=synthetic, synthetic_empty=synthetic_empty, arch=ARCHS[arch].as_dict(),
-                            workers=workers, eval_every=eval_every, seed=seed, threads=threads, device=device)
+                            workers=workers, eval_every=eval_every, init=str(init) if init else None,
+                            localizer_only=localizer_only, seed=seed, threads=threads, device=device)
     try:
         result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True))
     except KeyboardInterrupt:

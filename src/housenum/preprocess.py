@@ -60,6 +60,8 @@ def open_image(source: str | Path | bytes | Image.Image | np.ndarray,
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image (expected PNG, JPEG or another common format)") from None
+    except Image.DecompressionBombError as e:  # PIL refuses > 2x its own limit while reading the header
+        raise ImageTooLargeError(f"{name}: image is too large ({e}; limit {max_pixels} pixels)") from None
     w, h = img.size
     if w * h > max_pixels:
         raise ImageTooLargeError(f"{name}: image is too large ({w}x{h} = {w * h} pixels; limit {max_pixels})")

@@ -30,9 +30,8 @@ ONNX_SUFFIXES = (".loc.onnx", ".read.onnx")  # beside reader.pt: reader.loc.onnx
 
 @dataclass
 class Reading:
-    """The number read from one photo, with the probability of that reading. `number` is None
-    when the reader sees no number; `confidence` is then the probability that there is a number
-    at all, which is low."""
+    """The number read from one photo and the probability of that reading. When the reader sees
+    no number, `number` is None and `confidence` is 1 - P(no number): low when it is sure."""
 
     number: str | None
     confidence: float
@@ -81,8 +80,9 @@ class _OnnxNets:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # one thread unless asked: 5.5 ms per photo against 15.6 ms with two on the shared
+        # 2-core machine (benchmarks/reader_speed.py)
+        options.intra_op_num_threads = threads or 1
         try:
             self.loc = ort.InferenceSession(str(loc_path), options, providers=["CPUExecutionProvider"])
             self.read_session = ort.InferenceSession(str(read_path), options, providers=["CPUExecutionProvider"])
@@ -124,19 +124,9 @@ def build_nets(state: dict, path: Path) -> tuple[Localizer, torch.nn.Module]:
 
 def reader_checkpoint_path(model: str | Path | None) -> Path:
     """None: the shipped reader; a run folder: its best.pt (else last.pt); or a .pt file."""
-    if model is None:
-        if not DEFAULT_READER.exists():
-            raise ModelError("no shipped reader in this install; pass --model RUN_DIR")
-        return DEFAULT_READER
-    path = Path(model)
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).exists():
-                return path / name
-        raise ModelError(f"{path}: run folder has no best.pt or last.pt")
-    if not path.exists():
-        raise ModelError(f"{path}: no such reader run folder or checkpoint")
-    return path
+    from housenum.checkpoint import checkpoint_path
+
+    return checkpoint_path(model, default=DEFAULT_READER, what="reader")
 
 
 class NumberReader:
@@ -237,10 +227,13 @@ def decode(raw: RawOutputs, sizes: list[tuple[int, int]]) -> list[Reading]:
 
 
 def _decode_heads(raw: RawOutputs, i: int, size: tuple[int, int]) -> tuple[list[int], float, list[list[int]]]:
-    """Multi-head: the length and digits maximising P(length) * prod P(digit)."""
-    length, score = best_length(raw.length_probs[i], raw.digit_probs[i])
+    """Multi-head: the length and digits maximising P(length) * prod P(digit). "No number" is
+    returned only when P(no number) >= 0.5, so a None reading never has confidence above 0.5;
+    otherwise an uncertain photo gets its best number with that number's (low) probability."""
+    p_none = float(raw.length_probs[i][0])
+    length, score = best_length(raw.length_probs[i], raw.digit_probs[i], allow_empty=p_none >= 0.5)
     if length == 0:
-        return [], float(1 - raw.length_probs[i][0]), []
+        return [], 1 - p_none, []
     digits = raw.digit_probs[i].argmax(1)[:length]
     return list(digits), float(math.exp(score)), _digit_boxes(raw.digit_boxes[i, :length], raw.number_boxes[i],
                                                               digits, size)
@@ -260,16 +253,19 @@ def _decode_columns(probs: np.ndarray, number_box, size: tuple[int, int]) -> tup
             spans.append([t, t])
         previous = c
     if not digits:
-        return [], float(1 - np.prod(probs[:, CTC_BLANK])), []
+        return [], 1 - path_p, []
     steps = len(best)
     boxes = np.array([[((a + b + 1) / 2) / steps, 0.5, (b - a + 1) / steps, 1 / EXPAND] for a, b in spans])
     return digits, path_p, _digit_boxes(boxes, number_box, np.array(digits), size)
 
 
-def best_length(length_probs: np.ndarray, digit_probs: np.ndarray) -> tuple[int, float]:
-    """(length, log probability of the best reading of that length), over lengths 0..5."""
+def best_length(length_probs: np.ndarray, digit_probs: np.ndarray, allow_empty: bool = True) -> tuple[int, float]:
+    """(length, log probability of the best reading of that length), over lengths 0..5 (1..5
+    without `allow_empty`)."""
     logs = np.concatenate([[0.0], np.cumsum(np.log(np.maximum(digit_probs.max(1), 1e-12)))])
     scores = np.log(np.maximum(length_probs, 1e-12)) + logs
+    if not allow_empty:
+        scores[0] = -np.inf
     n = int(scores.argmax())
     return n, float(scores[n])
 

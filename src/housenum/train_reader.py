@@ -71,6 +71,8 @@ class ReaderTrainConfig:
     threads: int | None = 1          # CPU threads (the shared 2-core machine: 1)
     workers: int = 1                 # processes drawing synthetic photos (same data for any number)
     eval_every: int = 1              # epochs between validation rounds and checkpoints
+    init: str | None = None          # start from this reader run folder or .pt instead of random weights
+    localizer_only: bool = False     # train only the localiser (the reader of `init` is kept)
 
     @classmethod
     def from_dict(cls, d: dict) -> ReaderTrainConfig:
@@ -390,9 +392,17 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     has_box = [torch.nonzero(~p.loc_box[:, 0].isnan()).flatten() for p in pools]
 
     arch = ReaderArch.from_dict(cfg.arch)
-    localizer = Localizer(arch).to(device, memory_format=torch.channels_last)
-    reader = create_reader(arch).to(device, memory_format=torch.channels_last)
-    params = list(localizer.parameters()) + list(reader.parameters())
+    localizer, reader = Localizer(arch), create_reader(arch)
+    if cfg.init:
+        from housenum.read import build_nets, read_reader_checkpoint, reader_checkpoint_path
+
+        path = reader_checkpoint_path(cfg.init)
+        state = read_reader_checkpoint(path)
+        arch = ReaderArch.from_dict(state["arch"])
+        localizer, reader = build_nets(state, path)
+    localizer = localizer.to(device, memory_format=torch.channels_last)
+    reader = reader.to(device, memory_format=torch.channels_last)
+    params = list(localizer.parameters()) + (list(reader.parameters()) if not cfg.localizer_only else [])
     optimizer = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
                                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=cfg.lr)
     n_real = max(1, round(cfg.batch_size * cfg.real_fraction)) if len(pools) > 1 else cfg.batch_size
@@ -411,22 +421,26 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         localizer.train()
-        reader.train()
+        reader.train(not cfg.localizer_only)
         for _ in range(steps_per_epoch):
             parts = [(0, torch.randint(len(real), (n_real,), generator=gen))]
             if len(pools) > 1:
                 parts.append((1, torch.randint(len(pools[1]), (cfg.batch_size - n_real,), generator=gen)))
-            batches = [reader_batch(pools[k], i, cfg, gen) for k, i in parts]
-            x = torch.cat([b[0] for b in batches]).contiguous(memory_format=torch.channels_last)
-            length, digits, boxes = (torch.cat([b[j] for b in batches]).to(device) for j in (1, 2, 3))
             loc_parts = [(k, has_box[k][torch.randint(len(has_box[k]), (len(i),), generator=gen)]) for k, i in parts]
             loc_batches = [localizer_batch(pools[k], i, cfg, gen) for k, i in loc_parts]
             lx = torch.cat([b[0] for b in loc_batches]).contiguous(memory_format=torch.channels_last)
             lt = torch.cat([b[1] for b in loc_batches]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out, loc_out = reader(x), localizer(lx)
-            loss, correct = reader_loss(out.float(), length, digits, boxes, cfg)
+                loc_out = localizer(lx)
             loc_loss = F.smooth_l1_loss(loc_out.float(), lt, beta=0.05)
+            loss, correct = torch.zeros((), device=device), torch.zeros(n_real, dtype=torch.bool)
+            if not cfg.localizer_only:
+                batches = [reader_batch(pools[k], i, cfg, gen) for k, i in parts]
+                x = torch.cat([b[0] for b in batches]).contiguous(memory_format=torch.channels_last)
+                length, digits, boxes = (torch.cat([b[j] for b in batches]).to(device) for j in (1, 2, 3))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = reader(x)
+                loss, correct = reader_loss(out.float(), length, digits, boxes, cfg)
             optimizer.zero_grad(set_to_none=True)
             (loss + loc_loss).backward()
             optimizer.step()
@@ -509,4 +523,6 @@ def ship_reader(checkpoint: str | Path, dest: str | Path, card: dict, onnx: bool
                 torch.onnx.export(net, (torch.rand(shape),), str(tmp), input_names=["x"], output_names=["y"],
                                   dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
             written.append(path)
+    for path in written:
+        path.chmod(0o644)  # package data: atomic_path's temporary files are created 0600
     return written

@@ -1,0 +1,71 @@
+"""Held-out whole-number accuracy of a reader on real photos it never saw, and shipping it.
+
+Scores the reader on the held-out photos (`test_*` of ../shared/data/svhn/numbers: 500 photos,
+never used for training or model selection) with a 95% interval, per-digit accuracy, accuracy by
+length and coverage at 95%/98% precision. With --ship RUN_DIR it first writes that run's best.pt
+as the shipped reader (src/housenum/weights/reader.pt + ONNX), with these figures in its card.
+
+    python benchmarks/reader_accuracy.py                          # the shipped reader
+    python benchmarks/reader_accuracy.py --model runs/reader      # a run folder
+    python benchmarks/reader_accuracy.py --ship runs/reader       # measure, then ship it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "svhn" / "numbers"
+TARGET = 0.93
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of an accuracy p measured on n photos."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--files", default="test_*", help="held-out photos (glob on the file name)")
+    parser.add_argument("--model", default=None, help="run folder or .pt (default: the shipped reader)")
+    parser.add_argument("--ship", default=None, help="run folder to measure and ship as the default reader")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "reader"), help="failures.png here")
+    args = parser.parse_args()
+
+    from housenum.evaluate_numbers import evaluate_numbers
+
+    model = args.ship or args.model
+    result = evaluate_numbers(args.data, model, Path(args.out), args.files, backend="torch")
+    low, high = wilson(result.accuracy, result.n)
+    print(result.report())
+    print(f"95% interval of whole-number accuracy: {low:.4f}..{high:.4f}; target {TARGET} "
+          f"{'met' if result.accuracy >= TARGET else 'not met'}")
+    figures = {"heldout_photos": result.n, "whole_number_accuracy": round(result.accuracy, 4),
+               "accuracy_95ci": [round(low, 4), round(high, 4)], "digit_accuracy": round(result.digit_accuracy, 4),
+               "coverage_at_precision": result.coverage, "mean_localisation_iou": round(result.mean_iou, 3),
+               "by_length": result.by_length, "data": f"{Path(args.data).name}/{args.files}"}
+    print(json.dumps(figures))
+    if args.ship:
+        from housenum.read import DEFAULT_READER, reader_checkpoint_path, read_reader_checkpoint
+        from housenum.train_reader import ship_reader
+
+        state = read_reader_checkpoint(reader_checkpoint_path(args.ship))
+        val = max((r["val_acc"] for r in state["history"] if r["val_acc"] == r["val_acc"]), default=None)
+        card = {"name": "reader-ctc" if state["arch"].get("head") == "ctc" else "reader-multihead",
+                "summary": "Localiser + reader CNNs trained on 2,004 real SVHN photos and synthetic photos; "
+                           "reads 1-5 digit house numbers, None when it sees no number. See READER_CARD.md.",
+                "figures": {**figures, "validation_accuracy": val, "epochs": state.get("epoch")}}
+        for path in ship_reader(reader_checkpoint_path(args.ship), DEFAULT_READER, card):
+            print(f"shipped {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
