@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,21 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
+
+
+def _per_file(paths: list[Path], answer: Callable[[Path], object], line: Callable[[Path, object], str]) -> None:
+    """Answer each file in turn; a bad file gets one error line and the rest go on (exit 1 at the end)."""
+    failed = False
+    for path in paths:
+        try:
+            result = answer(path)
+        except HousenumError as e:
+            failed = True
+            _err(str(e))
+            continue
+        typer.echo(line(path, result))
+    if failed:
+        raise typer.Exit(1)
 
 
 @data_app.command("info")
@@ -163,21 +179,14 @@ def predict_cmd(
     from housenum.predict import DigitRecognizer
 
     recognizer = DigitRecognizer(model)
-    failed = False
-    for path in images:
-        try:
-            pred = recognizer.predict([path], top_k)[0]
-        except HousenumError as e:
-            failed = True
-            _err(str(e))
-            continue
+
+    def line(path: Path, pred) -> str:
         if as_json:
-            typer.echo(json.dumps({"file": str(path), **pred.as_json()}))
-        else:
-            alts = ", ".join(f"{d} {p:.1%}" for d, p in pred.top_k)
-            typer.echo(f"{path}: {pred.digit} ({pred.confidence:.1%})  top-{top_k}: {alts}")
-    if failed:
-        raise typer.Exit(1)
+            return json.dumps({"file": str(path), **pred.as_json()})
+        alts = ", ".join(f"{d} {p:.1%}" for d, p in pred.top_k)
+        return f"{path}: {pred.digit} ({pred.confidence:.1%})  top-{top_k}: {alts}"
+
+    _per_file(images, lambda path: recognizer.predict([path], top_k)[0], line)
 
 
 @app.command("serve")
@@ -252,20 +261,12 @@ def read_cmd(
     from housenum.read import NumberReader
 
     reader = NumberReader(model)
-    failed = False
-    for path in images:
-        try:
-            reading = reader.read(path)
-        except HousenumError as e:
-            failed = True
-            _err(str(e))
-            continue
+    def line(path: Path, reading) -> str:
         if as_json:
-            typer.echo(json.dumps({"file": str(path), **reading.as_json()}))
-        else:
-            typer.echo(f"{path}: {reading.number or '(no number)'} ({reading.confidence:.1%})")
-    if failed:
-        raise typer.Exit(1)
+            return json.dumps({"file": str(path), **reading.as_json()})
+        return f"{path}: {reading.number or '(no number)'} ({reading.confidence:.1%})"
+
+    _per_file(images, reader.read, line)
 
 
 @app.command("evaluate-numbers")
