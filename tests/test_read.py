@@ -90,13 +90,20 @@ def test_no_number_gives_low_confidence(reader):
     assert sum(r.number is None for r in readings) >= 6
 
 
-def test_bad_inputs_raise_image_errors(reader, tmp_path):
+@pytest.fixture
+def bad_images(tmp_path) -> tuple[Path, Path, Path]:
+    """A 0-byte file, a text file, and a PNG header claiming 20000x20000 pixels."""
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    text = tmp_path / "notes.png"
+    text = tmp_path / "notes.txt"
     text.write_text("not an image")
     huge = tmp_path / "huge.png"
     huge.write_bytes(_png_header(20000, 20000))
+    return empty, text, huge
+
+
+def test_bad_inputs_raise_image_errors(reader, bad_images, tmp_path):
+    empty, text, huge = bad_images
     for path, message in ((empty, "empty"), (text, "not an image"), (huge, "too large")):
         with pytest.raises(ImageError, match=message):
             reader.read(path)
@@ -105,8 +112,7 @@ def test_bad_inputs_raise_image_errors(reader, tmp_path):
 
 
 def test_onnx_and_torch_backends_agree(images):
-    if not DEFAULT_READER.with_name("reader.read.onnx").exists():
-        pytest.skip("no exported ONNX reader shipped")
+    assert DEFAULT_READER.with_name("reader.read.onnx").exists(), "the shipped reader must ship its ONNX export"
     paths = [images / name for name in list(KNOWN)[:6]]
     onnx, torch_ = NumberReader(backend="onnx"), NumberReader(backend="torch")
     assert onnx.backend == "onnxruntime" and torch_.backend == "pytorch"
@@ -125,13 +131,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def test_cli_read_json_and_clear_errors(images, tmp_path):
-    empty = tmp_path / "empty.png"
-    empty.write_bytes(b"")
-    text = tmp_path / "notes.txt"
-    text.write_text("hello")
-    huge = tmp_path / "huge.png"
-    huge.write_bytes(_png_header(20000, 20000))
+def test_cli_read_json_and_clear_errors(images, bad_images):
+    empty, text, huge = bad_images
     good = images / "test_2.png"
     result = _cli("read", str(good), str(empty), str(text), str(huge), "--json")
     assert result.returncode == 1
