@@ -39,14 +39,15 @@ CONFIGS: dict[str, dict] = {
     "cutout": {"model": "resnet", "cutout": 8},
     "synthetic_20k": {"model": "resnet", "synthetic": 20000},
     "wide": {"model": "resnet_wide"},
+    "fast": {"model": "resnet_fast"},
     "lr_4e-3": {"model": "resnet", "lr": 4e-3},
     "epochs_15": {"model": "resnet", "epochs": 15},
     "epochs_45": {"model": "resnet", "epochs": 45},
 }
 
 
-def run_one(args: tuple[str, int, str, str, int | None, int]) -> dict:
-    name, seed, data, device, epochs, threads = args
+def run_one(args: tuple[str, int, str, str, int | None, int, str | None]) -> dict:
+    name, seed, data, device, epochs, threads, keep = args
     import torch
 
     from housenum.checkpoint import load_model
@@ -61,6 +62,8 @@ def run_one(args: tuple[str, int, str, str, int | None, int]) -> dict:
     cfg = TrainConfig(data=data, seed=seed, fold=seed % 5, device=device, threads=threads, **settings)
     digits = load_digits(data)
     with tempfile.TemporaryDirectory() as tmp:
+        if keep:
+            tmp = str(Path(keep) / f"{name}_seed{seed}")
         t0 = time.perf_counter()
         result = train(cfg, tmp, data=digits, progress=False)
         seconds = time.perf_counter() - t0
@@ -83,12 +86,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="strong", help=f"comma list or 'all' of: {', '.join(CONFIGS)}")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (for a GPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     parser.add_argument("--out", default=None, help="also append each run as a JSON line here")
+    parser.add_argument("--keep", default=None, help="keep each run folder here (CONFIG_seedN) instead of deleting it")
     args = parser.parse_args()
     names = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
     for n in names:
@@ -97,7 +102,8 @@ def main() -> None:
     import os
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    jobs = [(n, s, args.data, args.device, args.epochs, threads) for n in names for s in range(args.seeds)]
+    jobs = [(n, s, args.data, args.device, args.epochs, threads, args.keep) for n in names
+            for s in range(args.first_seed, args.first_seed + args.seeds)]
     rows: list[dict] = []
     ctx = mp.get_context("spawn")
     with ctx.Pool(args.jobs) if args.jobs > 1 else _Serial() as pool:

@@ -23,6 +23,10 @@ DataOpt = Annotated[str, typer.Option(
     "--data", help="Dataset: a course .h5, an official *_32x32.mat, an .npz (X, y[, source_image]), "
     "'svhn', 'svhn:extra' (downloaded once into $HOUSENUM_DATA) or 'synthetic[:N]' (built in).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only on stdout.")]
+DigitModelOpt = Annotated[Path | None, typer.Option(
+    help="Digit model (run folder or .pt) that re-reads each digit the reader finds; default: the shipped one.")]
+ReaderOnlyOpt = Annotated[bool, typer.Option(
+    help="Trust the reader's own digit heads alone (no second opinion from the digit model).")]
 
 
 def _err(message: str) -> None:
@@ -251,16 +255,24 @@ def export_cmd(
                f"{report.max_abs_diff:.2e}, same top digit {report.argmax_agreement:.2%}")
 
 
+def _digits_arg(digit_model: Path | None, reader_only: bool):
+    if reader_only and digit_model is not None:
+        raise typer.BadParameter("give --digit-model or --reader-only, not both")
+    return False if reader_only else (digit_model or True)
+
+
 @app.command("read")
 def read_cmd(
     images: Annotated[list[Path], typer.Argument(help="Street photos (PNG, JPEG, any size).")],
     model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
+    digit_model: DigitModelOpt = None,
+    reader_only: ReaderOnlyOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo per line.")] = False,
 ) -> None:
     """Read the whole house number in each photo, with a confidence and the digit boxes."""
     from housenum.read import NumberReader
 
-    reader = NumberReader(model)
+    reader = NumberReader(model, digits=_digits_arg(digit_model, reader_only))
     def line(path: Path, reading) -> str:
         if as_json:
             return json.dumps({"file": str(path), **reading.as_json()})
@@ -276,12 +288,14 @@ def evaluate_numbers_cmd(
     model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
     files: Annotated[str | None, typer.Option(help="Only photos whose name matches this glob, e.g. 'test_*'.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for failures.png.")] = None,
+    digit_model: DigitModelOpt = None,
+    reader_only: ReaderOnlyOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Whole-number and per-digit accuracy, accuracy by length, coverage at 95%/98% precision."""
     from housenum.evaluate_numbers import evaluate_numbers
 
-    result = evaluate_numbers(data, model, out, files)
+    result = evaluate_numbers(data, model, out, files, digits=_digits_arg(digit_model, reader_only))
     if as_json:
         typer.echo(json.dumps(result.as_json()))
         return

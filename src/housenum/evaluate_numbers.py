@@ -136,13 +136,14 @@ class NumberEvaluation:
 
 
 def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | None = None,
-                     files: str | None = None, backend: str = "auto") -> NumberEvaluation:
+                     files: str | None = None, backend: str = "auto", digits=True) -> NumberEvaluation:
     """Evaluate a reader on the photos of `spec` (bare `svhn-full` is its test split); `files`
-    keeps only photo names matching a glob; `out` receives failures.png."""
+    keeps only photo names matching a glob; `out` receives failures.png; `digits` is the digit
+    model that re-reads each digit (see `NumberReader`)."""
     photos = load_numbers(spec, default_split="test")
     if files:
         photos = photos.matching(files)
-    reader = NumberReader(model, backend=backend)
+    reader = NumberReader(model, backend=backend, digits=digits)
     scored = score(reader, photos)
     read = [r.number for r in scored.readings]
     confidence = np.array([r.confidence if r.number is not None else 0.0 for r in scored.readings])

@@ -50,7 +50,7 @@ def load_served_models(digit_model: str | Path | None, number_model: str | Path 
         models.reader_unavailable = f"housenum.read is not installed ({e})"
         return models
     try:
-        models.reader = NumberReader(number_model, threads=threads)
+        models.reader = NumberReader(number_model, threads=threads, digits=digits)
         models.reader_card = dict(models.reader.info())
     except HousenumError as e:
         models.reader_unavailable = f"its model cannot be loaded: {e} (serve one with --number-model RUN_DIR)"

@@ -1,0 +1,61 @@
+"""Train the digit model that scores the reader honestly: one that never saw the evaluation photos.
+
+The reader asks the digit model for a second opinion on every digit. The shipped digit model was
+trained on crops cut from most of ../shared/data/svhn/numbers' photos (crops.npz holds digits of
+2,500 of them), so scoring the reader with it on those photos would flatter it. This trains the
+same recipe on crops.npz without the digits of the reader's validation and held-out photos
+(`test_*`), into runs/digits_noreader; then:
+
+    python benchmarks/reader_digit_model.py                   # ~20 min on the 2-core CPU
+    python benchmarks/reader_accuracy.py --digit-model runs/digits_noreader
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+SHARED = ROOT.parent / "shared" / "data" / "svhn"
+
+
+def reader_eval_sources(numbers: Path) -> set[str]:
+    """Official names (e.g. `test/12.png`) of the reader's validation and held-out photos."""
+    from housenum.data.numbers import load_numbers
+    from housenum.train_reader import ReaderTrainConfig, split_photos
+
+    _, val, test = split_photos(load_numbers(str(numbers)), ReaderTrainConfig())
+    labels = json.loads((numbers / "labels.json").read_text())
+    return {labels[name]["official_name"] for name in [*val.names, *test.names]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--crops", default=str(SHARED / "crops.npz"))
+    parser.add_argument("--numbers", default=str(SHARED / "numbers"))
+    parser.add_argument("--model", default="resnet")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "digits_noreader"))
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from housenum.train import TrainConfig, train
+
+    excluded = reader_eval_sources(Path(args.numbers))
+    with np.load(args.crops) as f:
+        keep = ~np.isin(f["source_image"], list(excluded))
+        arrays = {k: f[k][keep] for k in ("X", "y", "source_image")}
+    print(f"{keep.sum()} of {len(keep)} digits kept ({len(excluded)} reader photos excluded)")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "crops_noreader.npz"
+        np.savez(data, **arrays)
+        result = train(TrainConfig(model=args.model, data=str(data)), args.out)
+    print(f"{args.out}: best validation accuracy {result.best_val_acc:.4f} in {result.train_seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
