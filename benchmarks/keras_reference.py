@@ -1,7 +1,11 @@
-"""The same models in TensorFlow/Keras 2.15, for side-by-side training throughput (run by train_speed.py).
+"""The same models in TensorFlow/Keras 2.15, side by side with housenum (run by train_speed.py for
+throughput and by notebook_models.py for accuracy on the same data).
 
 Runs in an interpreter that has TensorFlow (e.g. `pip install 'housenum[bench]'` in its own venv,
-since TF 2.15 needs numpy<2). Prints one JSON line: seconds per epoch and images per second.
+since TF 2.15 needs numpy<2). Prints one JSON line: seconds per epoch, images per second, and the
+predicted digits of the test set when the data file has one (`xt`, `yt`).
+
+    python keras_reference.py DATA.npz MODEL EPOCHS BATCH THREADS [LR]
 """
 
 from __future__ import annotations
@@ -16,7 +20,20 @@ def build(name: str, channels: int):
     from tensorflow.keras import layers as L
 
     inp = keras.Input((32, 32, channels))
-    if name == "cnn2":
+    if name in ("ann1", "ann2"):
+        x = L.Flatten()(inp)
+        widths = (64, 32) if name == "ann1" else (256, 128, "drop", 64, 64, 32, "bn")
+        for w in widths:
+            x = L.Dropout(0.2)(x) if w == "drop" else L.BatchNormalization()(x) if w == "bn" else \
+                L.Dense(w, activation="relu")(x)
+        out = L.Dense(10, activation="softmax")(x)
+    elif name == "cnn1":
+        x = L.LeakyReLU(0.1)(L.Conv2D(16, 3, padding="same")(inp))
+        x = L.LeakyReLU(0.1)(L.Conv2D(32, 3, padding="same")(x))
+        x = L.Flatten()(L.MaxPooling2D()(x))
+        x = L.LeakyReLU(0.1)(L.Dense(32)(x))
+        out = L.Dense(10, activation="softmax")(x)
+    elif name == "cnn2":
         x = L.Conv2D(16, 3, padding="same")(inp)
         x = L.LeakyReLU(0.1)(x)
         x = L.Conv2D(32, 3, padding="same")(x)
@@ -34,15 +51,16 @@ def build(name: str, channels: int):
         x = L.LeakyReLU(0.1)(x)
         x = L.Dropout(0.5)(x)
         out = L.Dense(10, activation="softmax")(x)
-    elif name == "resnet":
+    elif name in ("resnet", "resnet_fast"):
         def bn_relu(t, relu=True):
             t = L.BatchNormalization()(t)
             return L.ReLU()(t) if relu else t
 
         x = bn_relu(L.Conv2D(32, 3, padding="same", use_bias=False)(inp))
         cin = 32
-        for i, w in enumerate((32, 64, 128, 256)):
-            stride = 1 if i == 0 else 2
+        widths, first_stride = ((32, 64, 128, 256), 1) if name == "resnet" else ((64, 128, 256), 2)
+        for i, w in enumerate(widths):
+            stride = first_stride if i == 0 else 2
             y = bn_relu(L.Conv2D(w, 3, stride, padding="same", use_bias=False)(x))
             y = bn_relu(L.Conv2D(w, 3, padding="same", use_bias=False)(y), relu=False)
             skip = x if (stride == 1 and cin == w) else bn_relu(
@@ -59,6 +77,7 @@ def build(name: str, channels: int):
 def main() -> None:
     data_path, name, epochs, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
         int(sys.argv[5])
+    lr = float(sys.argv[6]) if len(sys.argv) > 6 else 1e-3
     import numpy as np
     import tensorflow as tf
 
@@ -67,10 +86,11 @@ def main() -> None:
     tf.keras.utils.set_random_seed(42)
     with np.load(data_path) as f:
         x, y, xv, yv = (f[k] for k in ("x", "y", "xv", "yv"))
+        test = (f["xt"].astype("float32") / 255, f["yt"]) if "xt" in f.files else None
     x, xv = x.astype("float32") / 255, xv.astype("float32") / 255
     y, yv = tf.keras.utils.to_categorical(y, 10), tf.keras.utils.to_categorical(yv, 10)
     model = build(name, x.shape[-1])
-    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"])
     times = []
 
     class Timer(tf.keras.callbacks.Callback):
@@ -82,8 +102,11 @@ def main() -> None:
 
     model.fit(x, y, batch_size=batch, epochs=epochs, validation_data=(xv, yv), verbose=0, callbacks=[Timer()])
     steady = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
-    print(json.dumps({"framework": "keras " + tf.__version__, "model": name, "params": model.count_params(),
-                      "epoch_seconds": times, "images_per_second": len(x) / steady}))
+    result = {"framework": "keras " + tf.__version__, "model": name, "params": model.count_params(),
+              "epoch_seconds": times, "images_per_second": len(x) / steady}
+    if test is not None:  # predictions on a test set, for accuracy comparisons on the same data
+        result["test_predictions"] = model.predict(test[0], batch_size=512, verbose=0).argmax(1).tolist()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

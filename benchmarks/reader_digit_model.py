@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--crops", default=str(SHARED / "crops.npz"))
     parser.add_argument("--numbers", default=str(SHARED / "numbers"))
-    parser.add_argument("--model", default="resnet")
+    parser.add_argument("--model", default="resnet", help="architecture (the figures in READER_CARD.md used resnet)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "digits_noreader"))
     args = parser.parse_args()
 

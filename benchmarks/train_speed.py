@@ -25,8 +25,10 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "svhn" / "crops.npz"
 CASES = [
     ("cnn2 (notebook)", "cnn2", 1, "notebook", 128),
     ("resnet, same work as Keras", "resnet", 3, "notebook", 128),
-    ("resnet, shipped recipe", "resnet", 3, "strong", 128),
+    ("resnet_fast, same work as Keras", "resnet_fast", 3, "notebook", 128),
+    ("resnet_fast, shipped recipe", "resnet_fast", 3, "strong", 128),
 ]
+KEYS = ("cnn2", "resnet", "fast", "strong")
 
 
 def housenum_speed(model: str, channels: int, recipe: str, batch: int, epochs: int, threads: int,
@@ -51,7 +53,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--epochs", type=int, default=3, help="the first epoch is warm-up; the median of the rest")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cases", default="cnn2,resnet,strong", help="which of: cnn2, resnet, strong")
+    parser.add_argument("--cases", default=",".join(KEYS), help=f"which of: {', '.join(KEYS)}")
     parser.add_argument("--keras-python", default=None, help="interpreter with tensorflow 2.15 (omit: skip Keras)")
     args = parser.parse_args()
 
@@ -63,7 +65,7 @@ def main() -> None:
     data = load_digits(args.data)
     print(f"{'case':<30}{'housenum img/s':>16}{'keras img/s':>14}{'ratio':>8}")
     wanted = set(args.cases.split(","))
-    for key, (label, model, channels, recipe, batch) in zip(("cnn2", "resnet", "strong"), CASES):
+    for key, (label, model, channels, recipe, batch) in zip(KEYS, CASES):
         if key not in wanted:
             continue
         ours = housenum_speed(model, channels, recipe, batch, args.epochs, args.threads, data)

@@ -38,8 +38,19 @@ def test_every_model_maps_digits_to_ten_logits(name, channels):
 
 
 def test_stronger_family_is_registered():
-    assert {"resnet"} <= set(list_models())
+    assert {"resnet", "resnet_fast"} <= set(list_models())
     assert count_parameters(create_model("resnet")) > count_parameters(create_model("cnn2"))
+
+
+def test_resnet_fast_starts_its_blocks_at_half_resolution():
+    from housenum.models.resnet import BasicBlock
+
+    model = create_model("resnet_fast", 3).eval()
+    sizes = []
+    for block in (m for m in model.modules() if isinstance(m, BasicBlock)):
+        block.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:])))
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert sizes == [(64, 16, 16), (128, 8, 8), (256, 4, 4)]
 
 
 def test_unknown_model_names_the_choices():

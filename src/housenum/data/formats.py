@@ -10,7 +10,7 @@ import numpy as np
 import scipy.io
 
 from housenum.data.digits import DigitData, DigitSet
-from housenum.data.splits import holdout_by_source
+from housenum.data.splits import TEST_FRACTION, TEST_SALT, holdout_by_source
 from housenum.errors import DataFormatError
 
 COURSE_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
@@ -115,7 +115,7 @@ def load_npz(path: str | Path) -> DigitData:
     except DataFormatError as e:
         raise DataFormatError(f"{path}: {e}") from None
     if data.sources is not None:
-        train, test = holdout_by_source(data, 0.2, salt="test")
+        train, test = holdout_by_source(data, TEST_FRACTION, salt=TEST_SALT)
     else:
         train, test = _fixed_holdout(data)
     return DigitData(path.name, train, test)

@@ -16,10 +16,18 @@ def source_fold(sources: np.ndarray, n_folds: int, salt: str = "") -> np.ndarray
     return folds[inverse]
 
 
+TEST_FRACTION, TEST_SALT = 0.2, "test"   # the test split of files with source photos (formats.py)
+
+
+def held_out_by_source(sources: np.ndarray, fraction: float, salt: str) -> np.ndarray:
+    """Mask of the items whose source photo is among about `fraction` of them (a stable hash)."""
+    buckets = 1000
+    return source_fold(sources, buckets, salt) < round(fraction * buckets)
+
+
 def holdout_by_source(data: DigitSet, fraction: float, salt: str) -> tuple[DigitSet, DigitSet]:
     """Split into (rest, held-out) with about `fraction` of the source photos held out."""
-    buckets = 1000
-    held = source_fold(data.sources, buckets, salt) < round(fraction * buckets)
+    held = held_out_by_source(data.sources, fraction, salt)
     return data.subset(np.flatnonzero(~held)), data.subset(np.flatnonzero(held))
 
 
