@@ -91,8 +91,8 @@ class _OnnxNets:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        # one thread unless asked: 5.5 ms per photo against 15.6 ms with two on the shared
-        # 2-core machine (benchmarks/reader_speed.py)
+        # one thread unless asked: 15.0 ms per photo against 44.5 ms with two on the 2-core
+        # machine (benchmarks/reader_speed.py, the whole reading)
         options.intra_op_num_threads = threads or 1
         try:
             self.loc = ort.InferenceSession(str(loc_path), options, providers=["CPUExecutionProvider"])
