@@ -15,11 +15,15 @@ trained on 80% of the digits, where these train on 64%: 20% is held out here as 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -27,11 +31,9 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "svhn" / "crops.npz"
 KERAS = {"ann1": 0.601, "ann2": 0.695, "cnn1": 0.827, "cnn2": 0.886}  # TF 2.15, official test digits
 
 
-def official_mask(path: Path) -> "np.ndarray":
+def official_mask(path: Path) -> np.ndarray:
     """For each digit of the test split, in its order: does it carry the exact official test pixels?
     (The .npz loader holds out these photos as its test split.)"""
-    import numpy as np
-
     from housenum.data.splits import TEST_FRACTION, TEST_SALT, held_out_by_source
 
     with np.load(path) as f:
@@ -46,8 +48,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keras-python", default=None, help="interpreter with tensorflow 2.15 (omit: skip Keras)")
     args = parser.parse_args()
-
-    import numpy as np
 
     from housenum.checkpoint import load_model
     from housenum.data import load_digits
@@ -84,13 +84,8 @@ def main() -> None:
         print(f"{model:<7}{statistics.mean(accs):.4f} | {keras_same} | {KERAS[model]:.3f}")
 
 
-def keras_predictions(python: str, data, cfg, threads: int) -> "np.ndarray":
+def keras_predictions(python: str, data, cfg, threads: int) -> np.ndarray:
     """Keras' predicted digits for data.test, trained on housenum's own split of `cfg`."""
-    import json
-    import subprocess
-
-    import numpy as np
-
     from housenum.train import split_for_training
 
     grey = data.with_channels(cfg.channels)

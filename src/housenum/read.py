@@ -22,8 +22,8 @@ import torch
 
 from housenum.errors import ModelError
 from housenum.models.reader import (
-    CONTEXT, CTC_BLANK, EXPAND, CTCReader, MAX_DIGITS, Localizer, ReaderArch, ReaderFromContext, context_crop, context_region,
-    create_reader, decode_box, localizer_view, split_reader_output,
+    CONTEXT, CTC_BLANK, EXPAND, MAX_DIGITS, CTCReader, Localizer, ReaderArch, ReaderFromContext, context_crop,
+    context_region, create_reader, decode_box, localizer_view, split_reader_output,
 )
 from housenum.preprocess import image_to_digit, open_image, pixels_to_tensor
 
@@ -34,8 +34,6 @@ ONNX_SUFFIXES = (".loc.onnx", ".read.onnx")  # beside reader.pt: reader.loc.onnx
 # Median share of the photo's width and height the number box fills in the training photos (train_*
 # of ../shared/data/svhn/numbers); the official test photos' numbers are smaller: 0.18 and 0.48.
 TRAIN_BOX_SHARE = (0.29, 0.71)
-DIGIT_CROP_SCALE = 1.0   # side of a digit's square crop / the longer side of its box (as SVHN's crops)
-DIGIT_MODEL_WEIGHT = 1.0 # exponent of the digit model's probabilities in the product
 DIGIT_MIN_P = 0.01       # positions the number reaches with less probability are not classified
 
 
@@ -344,7 +342,7 @@ def reread_digits(raw: RawOutputs, photos: list, recognizer) -> np.ndarray:
     for i, photo in enumerate(photos):
         cx, cy, w, h = digit_box_pixels(raw.digit_boxes[i], raw.number_boxes[i])
         for k in np.flatnonzero(reach[i] >= DIGIT_MIN_P):
-            half = max(w[k], h[k], 2.0) * DIGIT_CROP_SCALE / 2
+            half = max(w[k], h[k], 2.0) / 2          # a square on the longer side, as SVHN's crops
             region = tuple(int(round(v)) for v in (cx[k] - half, cy[k] - half, cx[k] + half, cy[k] + half))
             crops.append(image_to_digit(photo.crop(region), recognizer.loaded.channels))
             where.append((i, k))
@@ -354,7 +352,7 @@ def reread_digits(raw: RawOutputs, photos: list, recognizer) -> np.ndarray:
     with torch.no_grad():
         model_probs = torch.softmax(recognizer.loaded.model(pixels_to_tensor(np.stack(crops))), 1).numpy()
     rows, cols = np.array(where).T
-    fused = probs[rows, cols] * model_probs ** DIGIT_MODEL_WEIGHT
+    fused = probs[rows, cols] * model_probs
     probs[rows, cols] = fused / np.maximum(fused.sum(1, keepdims=True), 1e-12)
     return probs
 
