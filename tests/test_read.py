@@ -6,6 +6,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -97,6 +98,24 @@ def test_second_look_region_frames_the_box_as_in_training():
     assert (bottom - top) * TRAIN_BOX_SHARE[1] == pytest.approx(71, abs=1)
     assert (left + right) / 2 == pytest.approx(114.5, abs=1)
     assert zoom_region((0, 0, 50, 30), (60, 40)) == (0, 0, 60, 36)   # (-61..111, -6..36) clipped to the photo
+
+
+@pytest.mark.parametrize("centre", [(-5.0, 7.0), (3.0, -2.0)])
+def test_a_localiser_pointing_outside_the_photo_still_reads(images, centre):
+    import torch
+
+    from housenum.models.reader import Localizer, Reader
+
+    localizer = Localizer()
+    last = localizer.head[-1]
+    torch.nn.init.zeros_(last.weight)
+    with torch.no_grad():
+        last.bias.copy_(torch.tensor([*centre, -1.0, -1.0]))
+    reading = NumberReader.from_modules(localizer.eval(), Reader().eval()).read(images / "test_1.png")
+    assert isinstance(reading, Reading)
+    width, height = Image.open(images / "test_1.png").size
+    left, top, w, h = reading.number_box
+    assert -1 <= left + w / 2 <= width + 1 and -1 <= top + h / 2 <= height + 1   # rounding
 
 
 def test_reader_only_skips_the_digit_model(images):
@@ -226,3 +245,32 @@ def test_train_reader_writes_a_run_folder(svhn_dir, tmp_path, head):
         assert (tmp_path / "run" / name).is_file()
     assert len(result.history) == 1
     assert isinstance(Reader(tmp_path / "run").read(svhn_dir / "numbers" / "images" / "test_1.png"), Reading)
+
+
+def test_train_reader_stops_at_its_time_budget(svhn_dir, tmp_path):
+    from housenum.data.numbers import load_numbers
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    photos = load_numbers(str(svhn_dir / "numbers")).matching("train_1??.png")
+    cfg = ReaderTrainConfig(data="test", synthetic=0, synthetic_empty=0, epochs=1000, batch_size=8,
+                            holdout=None, val_fraction=0.2, minutes=0.05, eval_every=1000, loc_zoom=(0.5, 1.2),
+                            arch={"loc_widths": [8, 8, 8, 8], "loc_dense": 8, "read_widths": [8, 8, 8, 8],
+                                  "read_dense": 8, "dropout": 0.0})
+    started = time.perf_counter()
+    result = train_reader(cfg, tmp_path / "run", photos=photos)
+    assert time.perf_counter() - started < 60
+    assert len(result.history) == 1                   # evaluated once, when the clock ran out
+    row = result.history[0]
+    assert row["epoch"] < 1000 and 0 < row["step"] < 1000 * 10
+    assert row["lr"] < cfg.lr / 100                   # the schedule had annealed by then
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_one_cycle_lr_warms_up_then_anneals():
+    from housenum.train_reader import one_cycle_lr
+
+    lrs = [one_cycle_lr(p / 100, 1.0) for p in range(101)]
+    assert lrs[0] == pytest.approx(1 / 25)
+    assert max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) == 20
+    assert all(a <= b for a, b in zip(lrs[:21], lrs[1:21])) and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    assert lrs[-1] == pytest.approx(1 / 25 / 1e4)

@@ -313,12 +313,18 @@ def train_reader_cmd(
                                                      "(0: train on all, keep the last epoch).")] = 0.1,
     fold: Annotated[int | None, typer.Option(help="Use photo fold K of 5 as validation instead.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the real training photos.")] = 30,
+    minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes; the learning-rate "
+                                                       "schedule follows the clock (--epochs caps it).")] = None,
     batch_size: Annotated[int, typer.Option(help="Crops per step (and as many localiser views).")] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle, AdamW).")] = 2e-3,
     real_fraction: Annotated[float, typer.Option(help="Share of each batch from real photos.")] = 0.5,
     synthetic: Annotated[int, typer.Option(help="Synthetic number photos mixed in.")] = 12000,
     synthetic_empty: Annotated[int, typer.Option(help="Synthetic photos without a number.")] = 3000,
     arch: Annotated[str, typer.Option(help="Network sizes: 'small' (CPU) or 'wide' (GPU).")] = "small",
+    loc_zoom: Annotated[tuple[float, float], typer.Option(help="Localiser zoom range (log-uniform; below 1 "
+                                                               "shows the number smaller, as in looser photos).")
+                        ] = (0.85, 1.25),
+    loc_shift: Annotated[float, typer.Option(help="Localiser view shift, up to this share of the photo.")] = 0.1,
     workers: Annotated[int, typer.Option(help="Processes drawing synthetic photos.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Epochs between validations and checkpoints.")] = 1,
     init: Annotated[Path | None, typer.Option(help="Start from this reader run folder or .pt.")] = None,
@@ -336,7 +342,8 @@ def train_reader_cmd(
     if arch not in ARCHS:
         raise typer.BadParameter(f"choose from {', '.join(ARCHS)}", param_hint="--arch")
     cfg = ReaderTrainConfig(data=data, holdout=holdout or None, val_fraction=val_fraction, fold=fold,
-                            epochs=epochs, batch_size=batch_size, lr=lr, real_fraction=real_fraction,
+                            epochs=epochs, minutes=minutes, loc_zoom=loc_zoom, loc_shift=loc_shift,
+                            batch_size=batch_size, lr=lr, real_fraction=real_fraction,
                             synthetic=synthetic, synthetic_empty=synthetic_empty, arch=ARCHS[arch].as_dict(),
                             workers=workers, eval_every=eval_every, init=str(init) if init else None,
                             localizer_only=localizer_only, seed=seed, threads=threads, device=device)

@@ -53,6 +53,7 @@ class ReaderTrainConfig:
     synthetic_seed: int = 1
     real_fraction: float = 0.5       # share of each batch drawn from real photos
     epochs: int = 30                 # an epoch: enough steps to see each real photo once
+    minutes: float | None = None     # wall-clock budget: the LR schedule follows the clock, epochs cap it
     batch_size: int = 64
     lr: float = 2e-3                 # peak of the one-cycle schedule (AdamW)
     weight_decay: float = 5e-4
@@ -61,7 +62,7 @@ class ReaderTrainConfig:
     box_weight: float = 2.0          # digit-box L1 loss weight in the reader's loss
     expand: tuple[float, float] = (1.1, 1.6)   # reader crop size / number box size, per axis
     shift: float = 0.12              # reader crop centre offset, up to this many box sizes
-    loc_zoom: tuple[float, float] = (0.85, 1.25)
+    loc_zoom: tuple[float, float] = (0.85, 1.25)   # log-uniform; below 1 zooms out (numbers smaller)
     loc_shift: float = 0.1           # localiser view shift, fraction of the photo
     jitter: float = 0.35             # brightness/contrast jitter, both views
     p_invert: float = 0.2            # light-on-dark <-> dark-on-light
@@ -108,8 +109,9 @@ class PhotoTensors:
         return PhotoTensors(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PhotoTensors)))
 
     def save(self, path: Path) -> None:
+        """Uncompressed: photos barely compress, and a cache of 50k photos must load in seconds."""
         with atomic_open(path, "wb") as fh:
-            np.savez_compressed(fh, **{f.name: getattr(self, f.name).numpy() for f in fields(self)})
+            np.savez(fh, **{f.name: getattr(self, f.name).numpy() for f in fields(self)})
 
     @staticmethod
     def load(path: Path) -> PhotoTensors:
@@ -252,7 +254,7 @@ def localizer_batch(data: PhotoTensors, idx: torch.Tensor, cfg: ReaderTrainConfi
     x = data.loc[idx.to(data.loc.device)].float().div_(255)
     box = data.loc_box[idx].clone()
     n = len(idx)
-    zoom = _uniform(n, *cfg.loc_zoom, gen)
+    zoom = _uniform(n, math.log(cfg.loc_zoom[0]), math.log(cfg.loc_zoom[1]), gen).exp()
     # keep the number inside the view: shift only as far as the zoom allows
     tx, ty = (_uniform(n, -cfg.loc_shift, cfg.loc_shift, gen) for _ in range(2))
     flip = torch.rand(n, generator=gen) < 0.5
@@ -407,8 +409,7 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
                                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=cfg.lr)
     n_real = max(1, round(cfg.batch_size * cfg.real_fraction)) if len(pools) > 1 else cfg.batch_size
     steps_per_epoch = math.ceil(len(real) / n_real)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
-                                                    total_steps=cfg.epochs * steps_per_epoch, pct_start=0.2)
+    total_steps = cfg.epochs * steps_per_epoch
     ema_loc, ema_read = _EMA(localizer, cfg.ema), _EMA(reader, cfg.ema)
     gen = torch.Generator().manual_seed(cfg.seed)
     amp = device.type == "cuda"
@@ -417,12 +418,21 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
     history: list[dict] = []
     best, elapsed, step = -1.0, 0.0, 0
-    sums = {"loss": 0.0, "loc_loss": 0.0, "acc": 0.0}
+    sums = {k: torch.zeros((), device=device) for k in ("loss", "loc_loss", "acc")}
+    start, out_of_time = time.perf_counter(), False
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         localizer.train()
         reader.train(not cfg.localizer_only)
         for _ in range(steps_per_epoch):
+            progress = step / total_steps
+            if cfg.minutes:
+                progress = max(progress, (time.perf_counter() - start) / (60 * cfg.minutes))
+            if progress >= 1:
+                out_of_time = True
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = one_cycle_lr(progress, cfg.lr)
             parts = [(0, torch.randint(len(real), (n_real,), generator=gen))]
             if len(pools) > 1:
                 parts.append((1, torch.randint(len(pools[1]), (cfg.batch_size - n_real,), generator=gen)))
@@ -444,21 +454,20 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             optimizer.zero_grad(set_to_none=True)
             (loss + loc_loss).backward()
             optimizer.step()
-            scheduler.step()
             step += 1
             ema_loc.update(step)
             ema_read.update(step)
-            sums["loss"] += loss.item()
-            sums["loc_loss"] += loc_loss.item()
-            sums["acc"] += correct[:n_real].float().mean().item()
+            sums["loss"] += loss.detach()   # stays on the device: no sync per step
+            sums["loc_loss"] += loc_loss.detach()
+            sums["acc"] += correct[:n_real].float().mean().to(device)
         elapsed += time.perf_counter() - t0
-        if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
+        if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs and not out_of_time:
             continue
-        steps = steps_per_epoch * cfg.eval_every
-        row = {"epoch": epoch + 1, "loss": sums["loss"] / steps, "loc_loss": sums["loc_loss"] / steps,
-               "acc": sums["acc"] / steps, "val_loss": float("nan"), "val_acc": float("nan"),
+        steps = max(1, step - (history[-1]["step"] if history else 0))
+        mean = {k: v.item() / steps for k, v in sums.items()}
+        row = {"epoch": epoch + 1, "step": step, **mean, "val_loss": float("nan"), "val_acc": float("nan"),
                "val_iou": float("nan"), "seconds": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"]}
-        sums = dict.fromkeys(sums, 0.0)
+        sums = {k: torch.zeros((), device=device) for k in sums}
         if val_set is not None and len(val_set):
             val = NumberReader.from_modules(ema_loc.model, ema_read.model, device=device).evaluate(val_set)
             row.update(val_loss=val["reader_loss"], val_acc=val["accuracy"], val_iou=val["mean_iou"])
@@ -477,8 +486,20 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
         _write_history(run_dir, history)
         if on_epoch is not None:
             on_epoch(row)
+        if out_of_time:
+            say(f"time budget of {cfg.minutes} min reached after {step} steps")
+            break
     best_acc = max((r["val_acc"] for r in history if not math.isnan(r["val_acc"])), default=float("nan"))
     return ReaderTrainResult(run_dir, history, best_acc, elapsed, cfg)
+
+
+def one_cycle_lr(progress: float, peak: float, warmup: float = 0.2) -> float:
+    """The learning rate at `progress` (0..1) of a one-cycle schedule: cosine from peak/25 up to
+    the peak over `warmup`, then cosine down to peak/250000 (torch's OneCycleLR shape)."""
+    low, final = peak / 25, peak / 25 / 1e4
+    if progress < warmup:
+        return low + (peak - low) * (1 - math.cos(math.pi * progress / warmup)) / 2
+    return final + (peak - final) * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))) / 2
 
 
 def _cpu(state: dict) -> dict:

@@ -54,7 +54,8 @@ class ReaderArch:
 # reads columns with one shared digit classifier (CTC), which learns from far fewer photos.
 ARCHS = {
     "small": ReaderArch(),
-    "wide": ReaderArch(read_widths=(48, 64, 128, 192), read_squeeze=96, read_dense=512),
+    "wide": ReaderArch(loc_widths=(24, 48, 96, 128), loc_dense=192, read_widths=(48, 64, 128, 192), read_squeeze=96,
+                       read_dense=512),
     "ctc": ReaderArch(read_widths=(32, 48, 96, 160), read_dense=256, head="ctc"),
 }
 CTC_STEPS = 16       # columns the CTC reader emits across its 64-pixel crop
@@ -169,9 +170,10 @@ def localizer_view(img: Image.Image) -> np.ndarray:
 
 
 def decode_box(pred: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Localiser outputs (N, 4) -> number boxes (N, 4) left, top, right, bottom in photo pixels."""
+    """Localiser outputs (N, 4) -> number boxes (N, 4) left, top, right, bottom in photo pixels.
+    The centre is kept inside the photo: a badly trained or fooled localiser can point outside."""
     pred = np.asarray(pred, np.float64)
-    cx, cy = pred[:, 0] * width, pred[:, 1] * height
+    cx, cy = np.clip(pred[:, 0], 0, 1) * width, np.clip(pred[:, 1], 0, 1) * height
     w = np.exp(np.clip(pred[:, 2], -6, 0.5)) * width
     h = np.exp(np.clip(pred[:, 3], -6, 0.5)) * height
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
