@@ -67,9 +67,9 @@ class RawOutputs:
 
 class _TorchNets:
     def __init__(self, localizer: Localizer, reader: torch.nn.Module, device: torch.device | str = "cpu") -> None:
-        self.localizer = localizer.eval()
-        self.reader = ReaderFromContext(reader).eval()
         self.device = torch.device(device)
+        self.localizer = localizer.to(self.device).eval()
+        self.reader = ReaderFromContext(reader).to(self.device).eval()   # its crop grid goes along
         self.name = "pytorch"
 
     def locate(self, views: np.ndarray) -> np.ndarray:
