@@ -85,7 +85,7 @@ def main() -> None:
         state = read_reader_checkpoint(reader_checkpoint_path(args.ship))
         val = max((r["val_acc"] for r in state["history"] if r["val_acc"] == r["val_acc"]), default=None)
         card = {"name": "reader-ctc" if state["arch"].get("head") == "ctc" else "reader-multihead",
-                "summary": "Localiser + reader CNNs trained on 2,004 real SVHN photos and synthetic photos; "
+                "summary": "Localiser + reader CNNs trained on 1,823 real SVHN photos and synthetic photos; "
                            "reads 1-5 digit house numbers, None when it sees no number. See READER_CARD.md.",
                 "figures": {**figures, "validation_accuracy": val, "epochs": state.get("epoch")}}
         for path in ship_reader(reader_checkpoint_path(args.ship), DEFAULT_READER, card):

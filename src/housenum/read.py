@@ -203,6 +203,10 @@ class NumberReader:
         clutter look like digits (of 63 photos without a number, 43 read as none from the
         second look alone, 53 this way; held-out accuracy 0.634 -> 0.632)."""
         first, boxes = self.locate(photos)
+        return self.read_at(photos, boxes, first)
+
+    def read_at(self, photos: list, boxes: np.ndarray, first: np.ndarray) -> RawOutputs:
+        """The reader's outputs for number boxes already found (`boxes`; `first` the first look's)."""
         context = np.stack([context_crop(p, tuple(b)) for p, b in zip(photos, boxes)])
         if self.head == "ctc":
             out = torch.from_numpy(self._nets.read(context))
