@@ -49,6 +49,7 @@ def main() -> None:
                         help="write these figures into the shipped reader's card (weights untouched)")
     parser.add_argument("--digit-model", default=None, help="run folder or .pt (default: the shipped one)")
     parser.add_argument("--reader-only", action="store_true", help="no second opinion from a digit model")
+    parser.add_argument("--no-search", action="store_true", help="no window search for unsure photos")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "reader"), help="failures.png here")
     args = parser.parse_args()
 
@@ -58,7 +59,8 @@ def main() -> None:
         parser.error("--update-card is for the shipped reader: give neither --ship nor --model")
     model = args.ship or args.model
     digits = False if args.reader_only else (args.digit_model or True)
-    result = evaluate_numbers(args.data, model, Path(args.out), args.files, backend="torch", digits=digits)
+    result = evaluate_numbers(args.data, model, Path(args.out), args.files, backend="torch", digits=digits,
+                              search=not args.no_search)
     low, high = wilson(result.accuracy, result.n)
     print(result.report())
     print(f"95% interval of whole-number accuracy: {low:.4f}..{high:.4f}; target {TARGET} "
@@ -67,7 +69,8 @@ def main() -> None:
                "accuracy_95ci": [round(low, 4), round(high, 4)], "digit_accuracy": round(result.digit_accuracy, 4),
                "coverage_at_precision": result.coverage, "mean_localisation_iou": round(result.mean_iou, 3),
                "by_length": result.by_length, "data": f"{Path(args.data).name}/{args.files}",
-               "digit_model": "none" if args.reader_only else (args.digit_model or "shipped")}
+               "digit_model": "none" if args.reader_only else (args.digit_model or "shipped"),
+               "window_search": not args.no_search}
     print(json.dumps(figures))
     if args.update_card:
         from housenum.checkpoint import save_checkpoint

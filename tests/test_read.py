@@ -118,6 +118,30 @@ def test_a_localiser_pointing_outside_the_photo_still_reads(images, centre):
     assert -1 <= left + w / 2 <= width + 1 and -1 <= top + h / 2 <= height + 1   # rounding
 
 
+def test_window_search_finds_a_small_number_in_a_wide_photo(images):
+    """test_1.png ("5") pasted into the corner of a wall three times its size: the first look
+    misreads it unsure, a window finds it (boxes in the photo's coordinates)."""
+    number = Image.open(images / "test_1.png").convert("RGB")
+    photo = Image.fromarray(synthetic_empty(1, seed=3, size_range=(300, 301))[0])
+    photo = photo.resize((number.width * 3, number.height * 3))
+    photo.paste(number, (5, 5))
+    searched = NumberReader().read(photo)
+    plain = NumberReader(search=False).read(photo)
+    assert searched.number == "5" and searched.confidence >= 0.7
+    assert plain.number != "5" or plain.confidence < searched.confidence
+    left, top, w, h = searched.number_box
+    assert 5 <= left + w / 2 <= 5 + number.width and 5 <= top + h / 2 <= 5 + number.height
+    assert all(5 <= b[0] + b[2] / 2 <= 5 + number.width for b in searched.boxes)
+
+
+def test_shifted_reading_moves_every_box():
+    from housenum.read import _shifted
+
+    moved = _shifted(Reading("12", 0.9, [[1, 2, 3, 4, 1], [5, 2, 3, 4, 2]], [1, 2, 7, 4]), 10, 20)
+    assert moved.boxes == [[11, 22, 3, 4, 1], [15, 22, 3, 4, 2]] and moved.number_box == [11, 22, 7, 4]
+    assert (moved.number, moved.confidence) == ("12", 0.9)
+
+
 def test_reader_only_skips_the_digit_model(images):
     alone = NumberReader(digits=False)
     assert alone.digits is None and alone.info()["digit_model"] is None

@@ -27,6 +27,8 @@ DigitModelOpt = Annotated[Path | None, typer.Option(
     help="Digit model (run folder or .pt) that re-reads each digit the reader finds; default: the shipped one.")]
 ReaderOnlyOpt = Annotated[bool, typer.Option(
     help="Trust the reader's own digit heads alone (no second opinion from the digit model).")]
+NoSearchOpt = Annotated[bool, typer.Option("--no-search", help="Do not read unsure photos again in windows "
+                                                               "(faster; misses more small numbers).")]
 
 
 def _err(message: str) -> None:
@@ -268,12 +270,13 @@ def read_cmd(
     model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
     digit_model: DigitModelOpt = None,
     reader_only: ReaderOnlyOpt = False,
+    no_search: NoSearchOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo per line.")] = False,
 ) -> None:
     """Read the whole house number in each photo, with a confidence and the digit boxes."""
     from housenum.read import NumberReader
 
-    reader = NumberReader(model, digits=_digits_arg(digit_model, reader_only))
+    reader = NumberReader(model, digits=_digits_arg(digit_model, reader_only), search=not no_search)
     def line(path: Path, reading) -> str:
         if as_json:
             return json.dumps({"file": str(path), **reading.as_json()})
@@ -291,12 +294,14 @@ def evaluate_numbers_cmd(
     out: Annotated[Path | None, typer.Option(help="Folder for failures.png.")] = None,
     digit_model: DigitModelOpt = None,
     reader_only: ReaderOnlyOpt = False,
+    no_search: NoSearchOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Whole-number and per-digit accuracy, accuracy by length, coverage at 95%/98% precision."""
     from housenum.evaluate_numbers import evaluate_numbers
 
-    result = evaluate_numbers(data, model, out, files, digits=_digits_arg(digit_model, reader_only))
+    result = evaluate_numbers(data, model, out, files, digits=_digits_arg(digit_model, reader_only),
+                              search=not no_search)
     if as_json:
         typer.echo(json.dumps(result.as_json()))
         return

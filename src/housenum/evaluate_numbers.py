@@ -16,7 +16,7 @@ from housenum import plots
 from housenum.data.numbers import NumberSet, load_numbers, number_box
 from housenum.preprocess import open_image
 from housenum.models.reader import CTC_BLANK
-from housenum.read import NumberReader, RawOutputs, Reading, decode
+from housenum.read import NumberReader, RawOutputs, Reading
 
 PRECISIONS = (0.95, 0.98)
 
@@ -48,11 +48,12 @@ def score(reader: NumberReader, photos: NumberSet, batch_size: int = 64) -> Scor
     for start in range(0, len(photos), batch_size):
         index = range(start, min(start + batch_size, len(photos)))
         images = [open_image(photos.image(i)) for i in index]
-        raw = reader.raw(images)
-        readings += decode(raw, [im.size for im in images])
+        raw, batch = reader.read_photos(images)
+        readings += batch
         for j, i in enumerate(index):
             truth = photos.boxes[i]
-            ious.append(box_iou(raw.number_boxes[j], number_box(truth)))
+            left, top, w, h = batch[j].number_box
+            ious.append(box_iou((left, top, left + w, top + h), number_box(truth)))
             nlls.append(true_nll(raw, j, photos.labels[i]))
     return Scored(list(photos.labels), readings, np.array(ious), np.array(nlls), time.perf_counter() - t0)
 
@@ -136,14 +137,15 @@ class NumberEvaluation:
 
 
 def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | None = None,
-                     files: str | None = None, backend: str = "auto", digits=True) -> NumberEvaluation:
+                     files: str | None = None, backend: str = "auto", digits=True,
+                     search: bool = True) -> NumberEvaluation:
     """Evaluate a reader on the photos of `spec` (bare `svhn-full` is its test split); `files`
     keeps only photo names matching a glob; `out` receives failures.png; `digits` is the digit
-    model that re-reads each digit (see `NumberReader`)."""
+    model that re-reads each digit and `search` the window search for unsure photos (see `NumberReader`)."""
     photos = load_numbers(spec, default_split="test")
     if files:
         photos = photos.matching(files)
-    reader = NumberReader(model, backend=backend, digits=digits)
+    reader = NumberReader(model, backend=backend, digits=digits, search=search)
     scored = score(reader, photos)
     read = [r.number for r in scored.readings]
     confidence = np.array([r.confidence if r.number is not None else 0.0 for r in scored.readings])

@@ -35,6 +35,14 @@ ONNX_SUFFIXES = (".loc.onnx", ".read.onnx")  # beside reader.pt: reader.loc.onnx
 # of ../shared/data/svhn/numbers); the official test photos' numbers are smaller: 0.18 and 0.48.
 TRAIN_BOX_SHARE = (0.29, 0.71)
 DIGIT_MIN_P = 0.01       # positions the number reaches with less probability are not classified
+# A photo read with less confidence than SEARCH_BELOW is read again in SEARCH_WINDOWS (left, top as
+# shares of the photo, each SEARCH_SIZE of its width and height): small numbers in wide photos are
+# missed at the first look. A window's reading wins if it is the most confident and >= SEARCH_ACCEPT
+# (0.7: on 200 synthetic walls 5 confident false readings, 1 without the search, 17 at 0.5).
+SEARCH_BELOW = 0.5
+SEARCH_ACCEPT = 0.7
+SEARCH_SIZE = 0.6
+SEARCH_WINDOWS = ((0.0, 0.0), (0.4, 0.0), (0.0, 0.4), (0.4, 0.4), (0.2, 0.2))
 
 
 @dataclass
@@ -148,7 +156,7 @@ class NumberReader:
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int | None = None,
-                 device: str = "cpu", digits=True) -> None:
+                 device: str = "cpu", digits=True, search: bool = True) -> None:
         if backend not in ("auto", "onnx", "torch"):
             raise ModelError(f"unknown backend '{backend}': use auto, onnx or torch")
         path = reader_checkpoint_path(model)
@@ -167,6 +175,7 @@ class NumberReader:
         self.config = state.get("config", {})
         self.head = ReaderArch.from_dict(state["arch"]).head
         self.digits = _digit_recognizer(digits, threads)
+        self.search = search
 
     @classmethod
     def from_modules(cls, localizer: Localizer, reader: torch.nn.Module,
@@ -174,7 +183,7 @@ class NumberReader:
         """A reader over networks in memory (training uses this to validate through this path)."""
         reader_ = cls.__new__(cls)
         reader_._nets = _TorchNets(localizer, reader, device)
-        reader_.path, reader_.card, reader_.config, reader_.digits = None, {}, {}, None
+        reader_.path, reader_.card, reader_.config, reader_.digits, reader_.search = None, {}, {}, None, False
         reader_.head = "ctc" if isinstance(reader, CTCReader) else "multi"
         return reader_
 
@@ -192,7 +201,43 @@ class NumberReader:
         images = list(images)
         for start in range(0, len(images), batch_size):
             photos = [open_image(x) for x in images[start:start + batch_size]]
-            out += decode(self.raw(photos), [p.size for p in photos])
+            out += self.read_photos(photos)[1]
+        return out
+
+    def read_photos(self, photos: list) -> tuple[RawOutputs, list[Reading]]:
+        """Opened photos -> the networks' outputs at the first try, and the readings (after the
+        window search for unsure ones, when `search` is on)."""
+        raw = self.raw(photos)
+        readings = decode(raw, [p.size for p in photos])
+        if self.search:
+            readings = self.search_windows(photos, readings)
+        return raw, readings
+
+    def search_windows(self, photos: list, readings: list[Reading]) -> list[Reading]:
+        """Read the photos read with less than SEARCH_BELOW confidence again in SEARCH_WINDOWS and
+        keep, per photo, the most confident reading if it reaches SEARCH_ACCEPT (held-out photos
+        0.776 -> 0.840: their numbers are often small; validation photos 0.796 -> 0.801)."""
+        unsure = [i for i, r in enumerate(readings) if r.number is None or r.confidence < SEARCH_BELOW]
+        if not unsure:
+            return readings
+        crops, offsets = [], []
+        for i in unsure:
+            width, height = photos[i].size
+            for fx, fy in SEARCH_WINDOWS:
+                left, top = int(fx * width), int(fy * height)
+                right, bottom = int((fx + SEARCH_SIZE) * width), int((fy + SEARCH_SIZE) * height)
+                crops.append(photos[i].crop((left, top, max(right, left + 1), max(bottom, top + 1))))
+                offsets.append((left, top))
+        found = decode(self.raw(crops), [c.size for c in crops])
+        out = list(readings)
+        for j, i in enumerate(unsure):
+            best = readings[i] if readings[i].number else None
+            for k in range(j * len(SEARCH_WINDOWS), (j + 1) * len(SEARCH_WINDOWS)):
+                r = found[k]
+                if r.number and r.confidence >= SEARCH_ACCEPT and (best is None or r.confidence > best.confidence):
+                    best = _shifted(r, *offsets[k])
+            if best is not None:
+                out[i] = best
         return out
 
     def raw(self, photos: list) -> RawOutputs:
@@ -381,6 +426,14 @@ def _digit_boxes(boxes: np.ndarray, number_box, digits: np.ndarray, size: tuple[
         left, top = int(np.clip(round(x - bw / 2), 0, width - 1)), int(np.clip(round(y - bh / 2), 0, height - 1))
         out.append([left, top, max(1, int(round(bw))), max(1, int(round(bh))), int(d)])
     return out
+
+
+def _shifted(reading: Reading, dx: int, dy: int) -> Reading:
+    """A reading of a window, in the coordinates of the photo the window was cut from."""
+    boxes = [[left + dx, top + dy, w, h, d] for left, top, w, h, d in reading.boxes]
+    box = reading.number_box
+    return Reading(reading.number, reading.confidence, boxes,
+                   [box[0] + dx, box[1] + dy, box[2], box[3]] if box is not None else None)
 
 
 @functools.lru_cache(maxsize=4)
