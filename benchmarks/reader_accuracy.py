@@ -39,6 +39,16 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
+def false_numbers(model, digits, search: bool, n: int) -> int:
+    """How many of n synthetic photos without a number are read as a number with confidence >= 0.5."""
+    from housenum.data.synthetic import synthetic_empty
+    from housenum.read import NumberReader
+
+    readings = NumberReader(model, backend="torch", digits=digits, search=search).read_many(
+        synthetic_empty(n, seed=777))
+    return sum(r.number is not None and r.confidence >= 0.5 for r in readings)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -51,6 +61,7 @@ def main() -> None:
     parser.add_argument("--reader-only", action="store_true", help="no second opinion from a digit model")
     parser.add_argument("--no-search", action="store_true", help="no window search for unsure photos")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "reader"), help="failures.png here")
+    parser.add_argument("--walls", type=int, default=200, help="synthetic photos without a number to read")
     args = parser.parse_args()
 
     from housenum.evaluate_numbers import evaluate_numbers
@@ -71,6 +82,10 @@ def main() -> None:
                "by_length": result.by_length, "data": f"{Path(args.data).name}/{args.files}",
                "digit_model": "none" if args.reader_only else (args.digit_model or "shipped"),
                "window_search": not args.no_search}
+    if args.walls:
+        figures["false_numbers_on_walls"] = false_numbers(model, digits, not args.no_search, args.walls)
+        print(f"confident (>= 0.5) readings of {args.walls} synthetic walls without a number: "
+              f"{figures['false_numbers_on_walls']}")
     print(json.dumps(figures))
     if args.update_card:
         from housenum.checkpoint import save_checkpoint
