@@ -40,6 +40,7 @@ CONFIGS: dict[str, dict] = {
     "synthetic_20k": {"model": "resnet", "synthetic": 20000},
     "wide": {"model": "resnet_wide"},
     "fast": {"model": "resnet_fast"},
+    "fast_val5": {"model": "resnet_fast", "n_folds": 20},   # validation 5% of training photos, not 20%
     "lr_4e-3": {"model": "resnet", "lr": 4e-3},
     "epochs_15": {"model": "resnet", "epochs": 15},
     "epochs_45": {"model": "resnet", "epochs": 45},
