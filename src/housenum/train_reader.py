@@ -495,7 +495,8 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
 
 def one_cycle_lr(progress: float, peak: float, warmup: float = 0.2) -> float:
     """The learning rate at `progress` (0..1) of a one-cycle schedule: cosine from peak/25 up to
-    the peak over `warmup`, then cosine down to peak/250000 (torch's OneCycleLR shape)."""
+    the peak over `warmup`, then cosine down to peak/250000 (torch's OneCycleLR shape). Written
+    here because OneCycleLR needs the step count up front, and a wall-clock budget does not know it."""
     low, final = peak / 25, peak / 25 / 1e4
     if progress < warmup:
         return low + (peak - low) * (1 - math.cos(math.pi * progress / warmup)) / 2
