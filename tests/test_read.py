@@ -179,6 +179,13 @@ def test_no_number_gives_low_confidence(reader):
     assert sum(r.number is None for r in readings) >= 6
 
 
+def test_photos_too_small_for_a_number_read_as_none(reader):
+    tiny = [np.full((1, 1, 3), 90, np.uint8), np.zeros((3, 40, 3), np.uint8), np.full((7, 7, 3), 255, np.uint8)]
+    for reading, photo in zip(reader.read_many(tiny), tiny):
+        assert (reading.number, reading.confidence, reading.boxes) == (None, 0.0, [])
+        assert reading.number_box == [0, 0, photo.shape[1], photo.shape[0]]
+
+
 @pytest.fixture
 def bad_images(tmp_path) -> tuple[Path, Path, Path]:
     """A 0-byte file, a text file, and a PNG header claiming 20000x20000 pixels."""

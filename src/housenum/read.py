@@ -41,6 +41,7 @@ DIGIT_MIN_P = 0.2        # positions the number reaches with less probability ar
 # missed at the first look. A window's reading wins if it is the most confident and >= SEARCH_ACCEPT
 # (0.7: of 200 synthetic walls 5 read as confident numbers, 3 without the search, about 17 at 0.5).
 SEARCH_BELOW = 0.5
+MIN_SIDE = 8             # pixels: a smaller photo holds no readable number (read as None, confidence 0)
 SEARCH_ACCEPT = 0.7
 SEARCH_SIZE = 0.6
 SEARCH_WINDOWS = ((0.0, 0.0), (0.4, 0.0), (0.0, 0.4), (0.4, 0.4), (0.2, 0.2))
@@ -212,6 +213,9 @@ class NumberReader:
         readings = decode(raw, [p.size for p in photos])
         if self.search:
             readings = self.search_windows(photos, readings)
+        for i, p in enumerate(photos):
+            if min(p.size) < MIN_SIDE:   # the networks would still find "digits" in a few pixels
+                readings[i] = Reading(None, 0.0, [], [0, 0, *p.size])
         return raw, readings
 
     def search_windows(self, photos: list, readings: list[Reading]) -> list[Reading]:
