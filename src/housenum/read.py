@@ -34,6 +34,7 @@ ONNX_SUFFIXES = (".loc.onnx", ".read.onnx")  # beside reader.pt: reader.loc.onnx
 # Median share of the photo's width and height the number box fills in the training photos (train_*
 # of ../shared/data/svhn/numbers); the official test photos' numbers are smaller: 0.18 and 0.48.
 TRAIN_BOX_SHARE = (0.29, 0.71)
+MIN_SIDE = 8             # pixels: a smaller photo holds no readable number (read as None, confidence 0)
 DIGIT_MIN_P = 0.2        # positions the number reaches with less probability are not classified
 # (0.01 read the same 500 held-out and 181 validation photos right, 3.7 ms per photo slower)
 # A photo read with less confidence than SEARCH_BELOW is read again in SEARCH_WINDOWS (left, top as
@@ -41,7 +42,6 @@ DIGIT_MIN_P = 0.2        # positions the number reaches with less probability ar
 # missed at the first look. A window's reading wins if it is the most confident and >= SEARCH_ACCEPT
 # (0.7: of 200 synthetic walls 5 read as confident numbers, 3 without the search, about 17 at 0.5).
 SEARCH_BELOW = 0.5
-MIN_SIDE = 8             # pixels: a smaller photo holds no readable number (read as None, confidence 0)
 SEARCH_ACCEPT = 0.7
 SEARCH_SIZE = 0.6
 SEARCH_WINDOWS = ((0.0, 0.0), (0.4, 0.0), (0.0, 0.4), (0.4, 0.4), (0.2, 0.2))
@@ -99,8 +99,8 @@ class _OnnxNets:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        # one thread unless asked: 15.0 ms per photo against 44.5 ms with two on the 2-core
-        # machine (benchmarks/reader_speed.py, the whole reading)
+        # one thread unless asked: 14.1 ms per photo (median) against 51.8 ms with two on the
+        # 2-core machine (benchmarks/reader_speed.py, the whole reading)
         options.intra_op_num_threads = threads or 1
         try:
             self.loc = ort.InferenceSession(str(loc_path), options, providers=["CPUExecutionProvider"])
@@ -222,7 +222,8 @@ class NumberReader:
         """Read the photos read with less than SEARCH_BELOW confidence again in SEARCH_WINDOWS and
         keep, per photo, the most confident reading if it reaches SEARCH_ACCEPT (held-out photos
         0.776 -> 0.840: their numbers are often small; validation photos 0.796 -> 0.801)."""
-        unsure = [i for i, r in enumerate(readings) if r.number is None or r.confidence < SEARCH_BELOW]
+        unsure = [i for i, r in enumerate(readings)
+                  if (r.number is None or r.confidence < SEARCH_BELOW) and min(photos[i].size) >= MIN_SIDE]
         if not unsure:
             return readings
         crops, offsets = [], []
