@@ -102,7 +102,8 @@ def main() -> None:
 
         state = read_reader_checkpoint(reader_checkpoint_path(args.ship))
         val = max((r["val_acc"] for r in state["history"] if r["val_acc"] == r["val_acc"]), default=None)
-        card = {"name": "reader-ctc" if state["arch"].get("head") == "ctc" else "reader-multihead",
+        name = "reader-ctc" if state["arch"].get("head") == "ctc" else "reader-multihead"
+        card = {"name": name + ("-heatmap" if state["arch"].get("loc_head") == "heatmap" else ""),
                 "summary": "Localiser + reader CNNs trained on 1,823 real SVHN photos and synthetic photos; "
                            "reads 1-5 digit house numbers, None when it sees no number. See READER_CARD.md.",
                 "figures": {**figures, "validation_accuracy": val, "epochs": state.get("epoch")}}

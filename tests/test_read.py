@@ -260,17 +260,18 @@ def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path):
     json.dumps(result.as_json())
 
 
-@pytest.mark.parametrize("head", ["multi", "ctc"])
-def test_train_reader_writes_a_run_folder(svhn_dir, tmp_path, head):
+TINY_ARCH = {"loc_widths": [8, 8, 8, 8], "loc_dense": 8, "read_widths": [8, 8, 8, 8], "read_dense": 8, "dropout": 0.0}
+
+
+@pytest.mark.parametrize("head,loc_head", [("multi", "box"), ("ctc", "box"), ("multi", "heatmap")])
+def test_train_reader_writes_a_run_folder(svhn_dir, tmp_path, head, loc_head):
     from housenum.data.numbers import load_numbers
     from housenum.read import NumberReader as Reader
     from housenum.train_reader import ReaderTrainConfig, train_reader
 
     photos = load_numbers(str(svhn_dir / "numbers")).matching("train_1??.png")
     cfg = ReaderTrainConfig(data="test", synthetic=8, synthetic_empty=4, epochs=1, batch_size=16,
-                            holdout=None, val_fraction=0.2,
-                            arch={"loc_widths": [8, 8, 8, 8], "loc_dense": 8, "read_widths": [8, 8, 8, 8],
-                                  "read_dense": 8, "dropout": 0.0, "head": head})
+                            holdout=None, val_fraction=0.2, arch={**TINY_ARCH, "head": head, "loc_head": loc_head})
     result = train_reader(cfg, tmp_path / "run", photos=photos, cache=tmp_path / "cache")
     for name in ("best.pt", "last.pt", "config.json", "history.csv", "curves.png"):
         assert (tmp_path / "run" / name).is_file()
@@ -285,8 +286,7 @@ def test_train_reader_stops_at_its_time_budget(svhn_dir, tmp_path):
     photos = load_numbers(str(svhn_dir / "numbers")).matching("train_1??.png")
     cfg = ReaderTrainConfig(data="test", synthetic=0, synthetic_empty=0, epochs=1000, batch_size=8,
                             holdout=None, val_fraction=0.2, minutes=0.05, eval_every=1000, loc_zoom=(0.5, 1.2),
-                            arch={"loc_widths": [8, 8, 8, 8], "loc_dense": 8, "read_widths": [8, 8, 8, 8],
-                                  "read_dense": 8, "dropout": 0.0})
+                            arch=TINY_ARCH)
     started = time.perf_counter()
     result = train_reader(cfg, tmp_path / "run", photos=photos)
     assert time.perf_counter() - started < 60
@@ -305,3 +305,71 @@ def test_one_cycle_lr_warms_up_then_anneals():
     assert max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) == 20
     assert all(a <= b for a, b in zip(lrs[:21], lrs[1:21])) and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
     assert lrs[-1] == pytest.approx(1 / 25 / 1e4)
+
+
+def test_heatmap_localiser_reads_the_box_at_its_most_likely_cell():
+    from housenum.models.reader import localizer_box
+
+    maps = np.zeros((2, 5, 16, 32), np.float32)
+    maps[:, 0] = -5
+    maps[0, 0, 3, 20] = 4.0                       # centre in cell (row 3, column 20), mid-cell offsets
+    maps[0, 3:, 3, 20] = (-1.5, -0.7)
+    maps[0, 0, 10, 5] = 2.0                       # a weaker guess elsewhere
+    maps[1, 0, 15, 0] = 1.0
+    maps[1, 1:3, 15, 0] = 100.0                   # offsets at the far edge of the cell
+    boxes = localizer_box(maps)
+    assert boxes[0].tolist() == pytest.approx([20.5 / 32, 3.5 / 16, -1.5, -0.7])
+    assert boxes[1, :2].tolist() == pytest.approx([1 / 32, 1.0])
+    one = np.array([[0.5, 0.4, -1.0, -0.5]], np.float32)   # a box localiser's output passes through
+    assert (localizer_box(one) == one).all()
+
+
+def test_heatmap_loss_leads_the_maps_to_the_true_box():
+    """Free maps fitted to targets by the loss alone decode to those targets: the loss and the
+    decoding agree on where a box is and how it is written."""
+    import torch
+
+    from housenum.models.reader import heatmap_loss, localizer_box
+
+    target = torch.tensor([[0.30, 0.60, -1.6, -0.5], [0.91, 0.12, -2.3, -1.2], [0.5, 0.5, -0.4, -0.1]])
+    maps = torch.zeros(3, 5, 16, 32, requires_grad=True)
+    optimizer = torch.optim.Adam([maps], lr=0.1)
+    first = None
+    for _ in range(300):
+        loss = heatmap_loss(maps, target)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < first / 5
+    found = localizer_box(maps.detach().numpy())
+    assert np.abs(found[:, :2] - target[:, :2].numpy()).max() < 0.01
+    assert np.abs(found[:, 2:] - target[:, 2:].numpy()).max() < 0.05
+
+
+def test_new_heatmap_localiser_keeps_the_initial_reader_and_ships_to_onnx(svhn_dir, tmp_path):
+    import torch
+
+    from housenum.data.numbers import load_numbers
+    from housenum.read import read_reader_checkpoint
+    from housenum.train_reader import ReaderTrainConfig, ship_reader, train_reader
+
+    photos = load_numbers(str(svhn_dir / "numbers")).matching("train_1??.png")
+    base = ReaderTrainConfig(data="test", synthetic=0, synthetic_empty=0, epochs=1, batch_size=8, holdout=None,
+                             val_fraction=0.2, arch=TINY_ARCH)
+    train_reader(base, tmp_path / "box", photos=photos)
+    cfg = ReaderTrainConfig(**{**base.__dict__, "init": str(tmp_path / "box"), "localizer_only": True,
+                               "new_localizer": True, "arch": {**TINY_ARCH, "loc_head": "heatmap"}})
+    train_reader(cfg, tmp_path / "heat", photos=photos)
+    before, after = (read_reader_checkpoint(tmp_path / run / "last.pt") for run in ("box", "heat"))
+    assert after["arch"]["loc_head"] == "heatmap" and before["arch"]["loc_head"] == "box"
+    assert all(torch.equal(before["reader_state"][k], v) for k, v in after["reader_state"].items())
+    assert any(k.startswith("maps.") for k in after["localizer_state"])
+
+    written = ship_reader(tmp_path / "heat" / "best.pt", tmp_path / "ship" / "reader.pt", {"name": "tiny"})
+    assert [p.name for p in written] == ["reader.pt", "reader.loc.onnx", "reader.read.onnx"]
+    paths = [svhn_dir / "numbers" / "images" / f"test_{i}.png" for i in range(1, 5)]
+    onnx = NumberReader(tmp_path / "ship" / "reader.pt", backend="onnx", digits=False, search=False)
+    torch_ = NumberReader(tmp_path / "ship" / "reader.pt", backend="torch", digits=False, search=False)
+    for a, b in zip(onnx.read_many(paths), torch_.read_many(paths)):
+        assert np.abs(np.subtract(a.number_box, b.number_box)).max() <= 1 and abs(a.confidence - b.confidence) < 1e-3

@@ -325,7 +325,8 @@ def train_reader_cmd(
     real_fraction: Annotated[float, typer.Option(help="Share of each batch from real photos.")] = 0.5,
     synthetic: Annotated[int, typer.Option(help="Synthetic number photos mixed in.")] = 12000,
     synthetic_empty: Annotated[int, typer.Option(help="Synthetic photos without a number.")] = 3000,
-    arch: Annotated[str, typer.Option(help="Network sizes: 'small' (CPU) or 'wide' (GPU).")] = "small",
+    arch: Annotated[str, typer.Option(help="Network sizes: 'small' (CPU), 'wide' (GPU), 'heatmap' (small, "
+                                           "with a localiser that finds the centre on a map).")] = "small",
     loc_zoom: Annotated[tuple[float, float], typer.Option(help="Localiser zoom range (log-uniform; below 1 "
                                                                "shows the number smaller, as in looser photos).")
                         ] = (0.85, 1.25),
@@ -334,6 +335,8 @@ def train_reader_cmd(
     eval_every: Annotated[int, typer.Option(help="Epochs between validations and checkpoints.")] = 1,
     init: Annotated[Path | None, typer.Option(help="Start from this reader run folder or .pt.")] = None,
     localizer_only: Annotated[bool, typer.Option(help="Train only the localiser (keep --init's reader).")] = False,
+    new_localizer: Annotated[bool, typer.Option(help="With --init: a new localiser as --arch says "
+                                                     "(e.g. 'heatmap'), the reader of --init kept.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -351,7 +354,8 @@ def train_reader_cmd(
                             batch_size=batch_size, lr=lr, real_fraction=real_fraction,
                             synthetic=synthetic, synthetic_empty=synthetic_empty, arch=ARCHS[arch].as_dict(),
                             workers=workers, eval_every=eval_every, init=str(init) if init else None,
-                            localizer_only=localizer_only, seed=seed, threads=threads, device=device)
+                            localizer_only=localizer_only, new_localizer=new_localizer, seed=seed, threads=threads,
+                            device=device)
     try:
         result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True))
     except KeyboardInterrupt:

@@ -22,8 +22,9 @@ import torch
 
 from housenum.errors import ModelError
 from housenum.models.reader import (
-    CONTEXT, CTC_BLANK, EXPAND, MAX_DIGITS, CTCReader, Localizer, ReaderArch, ReaderFromContext, context_crop,
-    context_region, create_reader, decode_box, localizer_view, split_reader_output,
+    CONTEXT, CTC_BLANK, EXPAND, MAX_DIGITS, CTCReader, ReaderArch, ReaderFromContext,
+    context_crop, context_region, create_localizer, create_reader, decode_box, localizer_box, localizer_view,
+    split_reader_output,
 )
 from housenum.preprocess import image_to_digit, open_image, pixels_to_tensor
 
@@ -76,7 +77,7 @@ class RawOutputs:
 
 
 class _TorchNets:
-    def __init__(self, localizer: Localizer, reader: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+    def __init__(self, localizer: torch.nn.Module, reader: torch.nn.Module, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.localizer = localizer.to(self.device).eval()
         self.reader = ReaderFromContext(reader).to(self.device).eval()   # its crop grid goes along
@@ -130,9 +131,9 @@ def read_reader_checkpoint(path: Path) -> dict:
     return state
 
 
-def build_nets(state: dict, path: Path) -> tuple[Localizer, torch.nn.Module]:
+def build_nets(state: dict, path: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
     arch = ReaderArch.from_dict(state["arch"])
-    localizer, reader = Localizer(arch), create_reader(arch)
+    localizer, reader = create_localizer(arch), create_reader(arch)
     try:
         localizer.load_state_dict({k: v.float() for k, v in state["localizer_state"].items()})
         reader.load_state_dict({k: v.float() for k, v in state["reader_state"].items()})
@@ -180,7 +181,7 @@ class NumberReader:
         self.search = search
 
     @classmethod
-    def from_modules(cls, localizer: Localizer, reader: torch.nn.Module,
+    def from_modules(cls, localizer: torch.nn.Module, reader: torch.nn.Module,
                      device: torch.device | str = "cpu") -> NumberReader:
         """A reader over networks in memory (training uses this to validate through this path)."""
         reader_ = cls.__new__(cls)
@@ -278,11 +279,11 @@ class NumberReader:
     def locate(self, photos: list) -> tuple[np.ndarray, np.ndarray]:
         """Number boxes (N, 4: left, top, right, bottom) in photo pixels from the localiser's first
         look (the whole photo) and its second look (at `zoom_region` around the first box)."""
-        pred = self._nets.locate(np.stack([localizer_view(p) for p in photos]))
+        pred = localizer_box(self._nets.locate(np.stack([localizer_view(p) for p in photos])))
         first = np.concatenate([decode_box(pred[i:i + 1], *p.size) for i, p in enumerate(photos)])
         regions = [zoom_region(b, p.size) for b, p in zip(first, photos)]
         crops = [p.crop(r) for p, r in zip(photos, regions)]
-        pred = self._nets.locate(np.stack([localizer_view(c) for c in crops]))
+        pred = localizer_box(self._nets.locate(np.stack([localizer_view(c) for c in crops])))
         boxes = first.copy()
         for i, (crop, (left, top, right, bottom)) in enumerate(zip(crops, regions)):
             if right - left >= 4 and bottom - top >= 4:

@@ -32,8 +32,8 @@ from housenum.data.splits import source_fold
 from housenum.errors import ModelError
 from housenum.io import atomic_open, atomic_path, write_text
 from housenum.models.reader import (
-    ARCHS, CTC_BLANK, MAX_DIGITS, Localizer, ReaderArch, context_crop, context_region, create_reader, crop_theta,
-    ctc_greedy, localizer_view, reader_crops, split_reader_output,
+    ARCHS, CTC_BLANK, MAX_DIGITS, ReaderArch, context_crop, context_region, create_localizer,
+    create_reader, crop_theta, ctc_greedy, heatmap_loss, localizer_view, reader_crops, split_reader_output,
 )
 
 READER_FORMAT = "housenum-reader/1"
@@ -74,6 +74,7 @@ class ReaderTrainConfig:
     eval_every: int = 1              # epochs between validation rounds and checkpoints
     init: str | None = None          # start from this reader run folder or .pt instead of random weights
     localizer_only: bool = False     # train only the localiser (the reader of `init` is kept)
+    new_localizer: bool = False      # with `init`: start a new localiser as `arch` says (loc_*), keep the reader
 
     @classmethod
     def from_dict(cls, d: dict) -> ReaderTrainConfig:
@@ -394,16 +395,22 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     has_box = [torch.nonzero(~p.loc_box[:, 0].isnan()).flatten() for p in pools]
 
     arch = ReaderArch.from_dict(cfg.arch)
-    localizer, reader = Localizer(arch), create_reader(arch)
+    localizer, reader = create_localizer(arch), create_reader(arch)
     if cfg.init:
         from housenum.read import build_nets, read_reader_checkpoint, reader_checkpoint_path
 
         path = reader_checkpoint_path(cfg.init)
         state = read_reader_checkpoint(path)
-        arch = ReaderArch.from_dict(state["arch"])
-        localizer, reader = build_nets(state, path)
+        localizer_, reader = build_nets(state, path)
+        if cfg.new_localizer:
+            loc_fields = {k: v for k, v in arch.as_dict().items() if k.startswith("loc_")}
+            arch = ReaderArch.from_dict({**state["arch"], **loc_fields})
+        else:
+            arch, localizer = ReaderArch.from_dict(state["arch"]), localizer_
     localizer = localizer.to(device, memory_format=torch.channels_last)
     reader = reader.to(device, memory_format=torch.channels_last)
+    # a box localiser learns only from photos with a number; a heatmap one also learns an empty map
+    loc_rows = [torch.arange(len(p)) if arch.loc_head == "heatmap" else i for p, i in zip(pools, has_box)]
     params = list(localizer.parameters()) + (list(reader.parameters()) if not cfg.localizer_only else [])
     optimizer = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
                                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=cfg.lr)
@@ -436,13 +443,16 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             parts = [(0, torch.randint(len(real), (n_real,), generator=gen))]
             if len(pools) > 1:
                 parts.append((1, torch.randint(len(pools[1]), (cfg.batch_size - n_real,), generator=gen)))
-            loc_parts = [(k, has_box[k][torch.randint(len(has_box[k]), (len(i),), generator=gen)]) for k, i in parts]
+            loc_parts = [(k, loc_rows[k][torch.randint(len(loc_rows[k]), (len(i),), generator=gen)]) for k, i in parts]
             loc_batches = [localizer_batch(pools[k], i, cfg, gen) for k, i in loc_parts]
             lx = torch.cat([b[0] for b in loc_batches]).contiguous(memory_format=torch.channels_last)
             lt = torch.cat([b[1] for b in loc_batches]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loc_out = localizer(lx)
-            loc_loss = F.smooth_l1_loss(loc_out.float(), lt, beta=0.05)
+            if loc_out.ndim == 4:   # a heatmap localiser's maps
+                loc_loss = heatmap_loss(loc_out, lt)
+            else:
+                loc_loss = F.smooth_l1_loss(loc_out.float(), lt, beta=0.05)
             loss, correct = torch.zeros((), device=device), torch.zeros(n_real, dtype=torch.bool)
             if not cfg.localizer_only:
                 batches = [reader_batch(pools[k], i, cfg, gen) for k, i in parts]

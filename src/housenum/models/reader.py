@@ -36,6 +36,7 @@ class ReaderArch:
 
     loc_widths: tuple[int, ...] = (16, 32, 64, 96)
     loc_dense: int = 128
+    loc_head: str = "box"           # "box": regress one box; "heatmap": find the number's centre on a map
     read_widths: tuple[int, ...] = (32, 48, 96, 160)
     read_squeeze: int = 0           # >0: a 1x1 conv to this many channels before the dense layer
     read_dense: int = 384
@@ -57,6 +58,7 @@ ARCHS = {
     "wide": ReaderArch(loc_widths=(24, 48, 96, 128), loc_dense=192, read_widths=(48, 64, 128, 192), read_squeeze=96,
                        read_dense=512),
     "ctc": ReaderArch(read_widths=(32, 48, 96, 160), read_dense=256, head="ctc"),
+    "heatmap": ReaderArch(loc_dense=64, loc_head="heatmap"),
 }
 CTC_STEPS = 16       # columns the CTC reader emits across its 64-pixel crop
 CTC_BLANK = 10       # class index of "no digit here"
@@ -86,6 +88,87 @@ class Localizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
+
+
+class HeatmapLocalizer(nn.Module):
+    """(N, 3, 64, 128) photo in 0..1 -> (N, 5, 16, 32) maps: where the number's centre may be.
+
+    A small feature pyramid brings the stride-16 features back to stride 4; each cell gives the
+    logit that the number's centre falls in it, where in the cell (x, y logits) and the box's log
+    width and height (CenterNet, Zhou et al. 2019). A box regressed from the whole view is pulled
+    toward the numbers the localiser saw most (big and central); a map finds a small number far
+    from the centre as easily (`localizer_box` reads the box at the most likely cell).
+    """
+
+    def __init__(self, arch: ReaderArch = ReaderArch()) -> None:
+        super().__init__()
+        w, mid = arch.loc_widths, arch.loc_dense
+        self.stride4 = nn.Sequential(PerImageStandardize(), *_conv(3, w[0], stride=2), *_conv(w[0], w[1]),
+                                     nn.MaxPool2d(2))
+        self.stride8 = nn.Sequential(*_conv(w[1], w[2]), *_conv(w[2], w[2]), nn.MaxPool2d(2))
+        self.stride16 = nn.Sequential(*_conv(w[2], w[3]), *_conv(w[3], w[3]), nn.MaxPool2d(2),
+                                      *_conv(w[3], w[3]))
+        self.lateral = nn.ModuleList([nn.Conv2d(c, mid, 1) for c in (w[1], w[2], w[3])])
+        self.smooth = nn.Sequential(*_conv(mid, mid))
+        self.maps = nn.Sequential(*_conv(mid, mid), nn.Conv2d(mid, 5, 1))
+        nn.init.constant_(self.maps[-1].bias[:1], -2.2)   # start near P(centre) = 0.1, as CenterNet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c4 = self.stride4(x)
+        c8 = self.stride8(c4)
+        c16 = self.stride16(c8)
+        p = self.lateral[2](c16)
+        p = F.interpolate(p, size=c8.shape[-2:], mode="nearest") + self.lateral[1](c8)
+        p = F.interpolate(p, size=c4.shape[-2:], mode="nearest") + self.lateral[0](c4)
+        return self.maps(self.smooth(p))
+
+
+def localizer_box(out: np.ndarray) -> np.ndarray:
+    """A localiser's output -> (N, 4) centre x, centre y (0..1), log width, log height: a box
+    localiser's own, or a heatmap localiser's read at its most likely centre cell."""
+    out = np.asarray(out, np.float32)
+    if out.ndim == 2:
+        return out
+    n, _, rows, cols = out.shape
+    best = out[:, 0].reshape(n, -1).argmax(1)
+    at = out.reshape(n, 5, -1)[np.arange(n), :, best]                        # (N, 5)
+    offset = 1 / (1 + np.exp(-at[:, 1:3]))
+    return np.stack([(best % cols + offset[:, 0]) / cols, (best // cols + offset[:, 1]) / rows, at[:, 3], at[:, 4]],
+                    axis=1).astype(np.float32)
+
+
+def heatmap_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's loss for targets (N, 4: centre x, centre y, log width, log height, view fractions;
+    NaN for a photo without a number): a focal loss on the centre map against a Gaussian about the
+    true cell, whose spread follows the box size (zero everywhere without a number), plus L1 on the
+    offset and size at the true cell."""
+    n, _, rows, cols = maps.shape
+    maps = maps.float()
+    has = ~target[:, 0].isnan()
+    target = torch.where(has[:, None], target, torch.tensor([0.5, 0.5, -1.0, -1.0], device=target.device))
+    cx = target[:, 0].clamp(0, 1 - 1e-4) * cols
+    cy = target[:, 1].clamp(0, 1 - 1e-4) * rows
+    col, row = cx.floor(), cy.floor()
+    sx = (target[:, 2].exp() * cols / 6).clamp_min(0.5)
+    sy = (target[:, 3].exp() * rows / 6).clamp_min(0.5)
+    xs = torch.arange(cols, device=maps.device, dtype=maps.dtype).view(1, 1, cols)
+    ys = torch.arange(rows, device=maps.device, dtype=maps.dtype).view(1, rows, 1)
+    gauss = torch.exp(-((xs - col.view(n, 1, 1)) ** 2) / (2 * sx.view(n, 1, 1) ** 2)
+                      - ((ys - row.view(n, 1, 1)) ** 2) / (2 * sy.view(n, 1, 1) ** 2))   # 1 at the true cell
+    gauss = gauss * has.view(n, 1, 1)
+    p = torch.sigmoid(maps[:, 0]).clamp(1e-4, 1 - 1e-4)
+    peak = gauss > 0.999
+    focal = torch.where(peak, (1 - p) ** 2 * p.log(), (1 - gauss) ** 4 * p ** 2 * (1 - p).log())
+    focal_loss = -focal.sum() / n
+    at = maps.flatten(2).gather(2, (row * cols + col).long().view(n, 1, 1).expand(n, 5, 1)).squeeze(2)
+    weight = has.float()[:, None] / has.sum().clamp_min(1) / 2
+    offset = ((torch.sigmoid(at[:, 1:3]) - torch.stack([cx - col, cy - row], 1)).abs() * weight).sum()
+    size = ((at[:, 3:5] - target[:, 2:4]).abs() * weight).sum()
+    return focal_loss + offset + size
+
+
+def create_localizer(arch: ReaderArch) -> nn.Module:
+    return HeatmapLocalizer(arch) if arch.loc_head == "heatmap" else Localizer(arch)
 
 
 class CTCReader(nn.Module):
@@ -243,6 +326,7 @@ class ReaderFromContext(nn.Module):
 
 
 __all__ = ["ARCHS", "CONTEXT", "CONTEXT_SIZE", "CROP_SIZE", "CTCReader", "CTC_BLANK", "CTC_STEPS", "EXPAND",
-           "LOC_SIZE", "Localizer", "MAX_DIGITS", "Reader", "ReaderArch", "ReaderFromContext", "context_crop",
-           "context_region", "create_reader", "crop_theta", "ctc_greedy", "decode_box", "inference_grid",
-           "localizer_view", "reader_crops", "split_reader_output"]
+           "HeatmapLocalizer", "LOC_SIZE", "Localizer", "MAX_DIGITS", "Reader", "ReaderArch", "ReaderFromContext",
+           "context_crop", "context_region", "create_localizer", "create_reader", "crop_theta", "ctc_greedy",
+           "decode_box", "heatmap_loss", "inference_grid", "localizer_box", "localizer_view", "reader_crops",
+           "split_reader_output"]
