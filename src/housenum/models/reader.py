@@ -35,7 +35,7 @@ class ReaderArch:
     """Widths of the two networks (conv stages; the last is followed by a dense layer)."""
 
     loc_widths: tuple[int, ...] = (16, 32, 64, 96)
-    loc_dense: int = 128
+    loc_dense: int = 128            # the box localiser's dense layer; the heatmap localiser's pyramid width
     loc_head: str = "box"           # "box": regress one box; "heatmap": find the number's centre on a map
     read_widths: tuple[int, ...] = (32, 48, 96, 160)
     read_squeeze: int = 0           # >0: a 1x1 conv to this many channels before the dense layer
