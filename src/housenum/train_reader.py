@@ -401,12 +401,12 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
 
         path = reader_checkpoint_path(cfg.init)
         state = read_reader_checkpoint(path)
-        localizer_, reader = build_nets(state, path)
+        init_localizer, reader = build_nets(state, path)
         if cfg.new_localizer:
             loc_fields = {k: v for k, v in arch.as_dict().items() if k.startswith("loc_")}
             arch = ReaderArch.from_dict({**state["arch"], **loc_fields})
         else:
-            arch, localizer = ReaderArch.from_dict(state["arch"]), localizer_
+            arch, localizer = ReaderArch.from_dict(state["arch"]), init_localizer
     localizer = localizer.to(device, memory_format=torch.channels_last)
     reader = reader.to(device, memory_format=torch.channels_last)
     # a box localiser learns only from photos with a number; a heatmap one also learns an empty map
