@@ -347,21 +347,30 @@ def test_heatmap_loss_leads_the_maps_to_the_true_box():
     assert np.abs(found[:, 2:] - target[:, 2:].numpy()).max() < 0.05
 
 
-def test_new_heatmap_localiser_keeps_the_initial_reader_and_ships_to_onnx(svhn_dir, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(svhn_dir, tmp_path_factory) -> SimpleNamespace:
+    """A tiny reader (box localiser) trained for one epoch on 100 real photos, to start runs from."""
+    from housenum.data.numbers import load_numbers
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    photos = load_numbers(str(svhn_dir / "numbers")).matching("train_1??.png")
+    cfg = ReaderTrainConfig(data="test", synthetic=0, synthetic_empty=0, epochs=1, batch_size=8, holdout=None,
+                            val_fraction=0.2, arch=TINY_ARCH)
+    path = tmp_path_factory.mktemp("tiny") / "box"
+    train_reader(cfg, path, photos=photos)
+    return SimpleNamespace(photos=photos, cfg=cfg, path=path)
+
+
+def test_new_heatmap_localiser_keeps_the_initial_reader_and_ships_to_onnx(svhn_dir, tmp_path, tiny_run):
     import torch
 
-    from housenum.data.numbers import load_numbers
     from housenum.read import read_reader_checkpoint
     from housenum.train_reader import ReaderTrainConfig, ship_reader, train_reader
 
-    photos = load_numbers(str(svhn_dir / "numbers")).matching("train_1??.png")
-    base = ReaderTrainConfig(data="test", synthetic=0, synthetic_empty=0, epochs=1, batch_size=8, holdout=None,
-                             val_fraction=0.2, arch=TINY_ARCH)
-    train_reader(base, tmp_path / "box", photos=photos)
-    cfg = ReaderTrainConfig(**{**base.__dict__, "init": str(tmp_path / "box"), "localizer_only": True,
+    cfg = ReaderTrainConfig(**{**tiny_run.cfg.__dict__, "init": str(tiny_run.path), "localizer_only": True,
                                "new_localizer": True, "arch": {**TINY_ARCH, "loc_head": "heatmap"}})
-    train_reader(cfg, tmp_path / "heat", photos=photos)
-    before, after = (read_reader_checkpoint(tmp_path / run / "last.pt") for run in ("box", "heat"))
+    train_reader(cfg, tmp_path / "heat", photos=tiny_run.photos)
+    before, after = (read_reader_checkpoint(p / "last.pt") for p in (tiny_run.path, tmp_path / "heat"))
     assert after["arch"]["loc_head"] == "heatmap" and before["arch"]["loc_head"] == "box"
     assert all(torch.equal(before["reader_state"][k], v) for k, v in after["reader_state"].items())
     assert any(k.startswith("maps.") for k in after["localizer_state"])
@@ -373,3 +382,57 @@ def test_new_heatmap_localiser_keeps_the_initial_reader_and_ships_to_onnx(svhn_d
     torch_ = NumberReader(tmp_path / "ship" / "reader.pt", backend="torch", digits=False, search=False)
     for a, b in zip(onnx.read_many(paths), torch_.read_many(paths)):
         assert np.abs(np.subtract(a.number_box, b.number_box)).max() <= 1 and abs(a.confidence - b.confidence) < 1e-3
+
+
+def test_number_free_regions_hold_no_part_of_the_number():
+    from housenum.data.numbers import NumberSet
+    from housenum.train_reader import number_free_regions
+
+    photo = np.full((90, 200, 3), 128, np.uint8)
+    photo[30:60, 80:120] = (255, 0, 0)                  # the number: two digits, painted red
+    rows = np.array([[80, 30, 20, 30, 1], [100, 30, 20, 30, 2]], np.int32)
+    photos = NumberSet("one", [Path("p.png")], ["12"], [rows], images=[photo])
+    regions = number_free_regions(photos)
+    # left and right strips, the strips above and below, and no 60% search window (all overlap it)
+    assert len(regions) == 4
+    for region in regions:
+        pixels = np.asarray(region)
+        assert not ((pixels[..., 0] == 255) & (pixels[..., 1] == 0)).any()
+
+
+def test_hard_negatives_are_no_number_crops_where_the_localiser_looks(tmp_path):
+    from housenum.read import NumberReader as Reader, build_nets, read_reader_checkpoint
+    from housenum.train_reader import ReaderTrainConfig, hard_negatives, train_reader
+
+    cfg = ReaderTrainConfig(data="synthetic:16", synthetic=0, synthetic_empty=0, epochs=1, batch_size=8,
+                            holdout=None, val_fraction=0.0, arch=TINY_ARCH)
+    train_reader(cfg, tmp_path / "run", photos=None)
+    localizer, reader = build_nets(read_reader_checkpoint(tmp_path / "run" / "last.pt"), tmp_path / "run")
+    walls = synthetic_empty(6, seed=3)
+    mined = hard_negatives(localizer, reader, walls)
+    assert len(mined) == 12                               # both looks of each image
+    assert (mined.length == 0).all() and mined.loc_box.isnan().all() and (mined.digits == -100).all()
+    assert mined.context.shape == (12, 3, 96, 96) and mined.loc.shape == (12, 3, 64, 128)
+    readings = Reader.from_modules(localizer, reader).read_photos([Image.fromarray(w) for w in walls])[1]
+    unsure = sum(r.number is None for r in readings)
+    assert len(hard_negatives(localizer, reader, walls, skip_above=-1.0)) == 2 * unsure
+
+
+def test_reader_only_training_keeps_the_localiser_and_learns_hard_negatives(tmp_path, tiny_run):
+    import torch
+
+    from housenum.read import read_reader_checkpoint
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    base = tiny_run.cfg
+    cfg = ReaderTrainConfig(**{**base.__dict__, "init": str(tiny_run.path), "reader_only": True,
+                               "hard_negatives": 4})
+    lines: list[str] = []
+    train_reader(cfg, tmp_path / "tuned", photos=tiny_run.photos, progress=lines.append)
+    before, after = (read_reader_checkpoint(p / "last.pt") for p in (tiny_run.path, tmp_path / "tuned"))
+    assert all(torch.equal(before["localizer_state"][k], v) for k, v in after["localizer_state"].items())
+    assert not all(torch.equal(before["reader_state"][k], v) for k, v in after["reader_state"].items())
+    assert any(line.startswith("hard negatives:") and "4 synthetic walls" in line for line in lines)
+    with pytest.raises(ModelError, match="need the localiser of `init`"):
+        train_reader(ReaderTrainConfig(**{**base.__dict__, "hard_negatives": 4}), tmp_path / "x",
+                     photos=tiny_run.photos)

@@ -337,6 +337,10 @@ def train_reader_cmd(
     localizer_only: Annotated[bool, typer.Option(help="Train only the localiser (keep --init's reader).")] = False,
     new_localizer: Annotated[bool, typer.Option(help="With --init: a new localiser as --arch says "
                                                      "(e.g. 'heatmap'), the reader of --init kept.")] = False,
+    reader_only: Annotated[bool, typer.Option(help="Train only the reader (keep --init's localiser).")] = False,
+    hard_negatives: Annotated[int, typer.Option(help="With --init: teach 'no number' where its localiser looks, "
+                                                     "in N synthetic walls and in the number-free search "
+                                                     "windows of the training photos.")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -354,7 +358,8 @@ def train_reader_cmd(
                             batch_size=batch_size, lr=lr, real_fraction=real_fraction,
                             synthetic=synthetic, synthetic_empty=synthetic_empty, arch=ARCHS[arch].as_dict(),
                             workers=workers, eval_every=eval_every, init=str(init) if init else None,
-                            localizer_only=localizer_only, new_localizer=new_localizer, seed=seed, threads=threads,
+                            localizer_only=localizer_only, new_localizer=new_localizer, reader_only=reader_only,
+                            hard_negatives=hard_negatives, seed=seed, threads=threads,
                             device=device)
     try:
         result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True))

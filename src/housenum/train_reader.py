@@ -11,6 +11,7 @@ Validation reads whole held-out photos through `housenum.read.NumberReader`, the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import csv
 import json
 import math
@@ -37,6 +38,9 @@ from housenum.models.reader import (
 )
 
 READER_FORMAT = "housenum-reader/1"
+# Parts of real photos away from the labelled number that the networks read this sure are mostly
+# unlabelled real digits (a gallery of the 48 surest: about half), so they are not taught as "no number".
+HARD_NEGATIVE_SKIP = 0.9
 
 
 @dataclass
@@ -75,6 +79,9 @@ class ReaderTrainConfig:
     init: str | None = None          # start from this reader run folder or .pt instead of random weights
     localizer_only: bool = False     # train only the localiser (the reader of `init` is kept)
     new_localizer: bool = False      # with `init`: start a new localiser as `arch` says (loc_*), keep the reader
+    reader_only: bool = False        # train only the reader (the localiser of `init` is kept)
+    hard_negatives: int = 0          # with `init`: mine "no number" crops where its localiser looks (see below)
+    negative_fraction: float = 0.125  # share of each batch drawn from the mined crops
 
     @classmethod
     def from_dict(cls, d: dict) -> ReaderTrainConfig:
@@ -209,6 +216,64 @@ def _synthetic_chunk(job: tuple[int, int, int, bool]) -> PhotoTensors:
         return photo_tensors(synthetic_empty(n, seed=chunk_seed), [None] * n, rng)
     photos = synthetic_numbers(n, seed=chunk_seed)
     return photo_tensors([p[0] for p in photos], [np.asarray(p[2]).reshape(-1, 5) for p in photos], rng)
+
+
+def number_free_regions(photos: NumberSet, margin: float = 0.1) -> list[Image.Image]:
+    """Parts of each photo that hold no part of its number: the window-search windows
+    (`read.SEARCH_WINDOWS`) clear of it, and the strips left, right, above and below it (kept
+    `margin` of the number's size away): what the reader is shown when it searches an unsure
+    photo in the wrong place."""
+    from housenum.read import MIN_SIDE, SEARCH_SIZE, SEARCH_WINDOWS
+
+    out = []
+    for i, rows in enumerate(photos.boxes):
+        if rows is None or len(rows) == 0:
+            continue
+        image = photos.image(i)
+        image = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+        width, height = image.size
+        left, top, right, bottom = number_box(np.asarray(rows))
+        mx, my = margin * (right - left), margin * (bottom - top)
+        regions = [(int(fx * width), int(fy * height), int((fx + SEARCH_SIZE) * width),
+                    int((fy + SEARCH_SIZE) * height)) for fx, fy in SEARCH_WINDOWS]
+        regions += [(0, 0, int(left - mx), height), (int(right + mx) + 1, 0, width, height),
+                    (0, 0, width, int(top - my)), (0, int(bottom + my) + 1, width, height)]
+        for wl, wt, wr, wb in regions:
+            clear = wr <= left - mx or wl >= right + mx or wb <= top - my or wt >= bottom + my
+            if clear and min(wr - wl, wb - wt) >= 2 * MIN_SIDE:
+                out.append(image.crop((wl, wt, wr, wb)))
+    return out
+
+
+def hard_negatives(localizer: torch.nn.Module, reader: torch.nn.Module, images: list,
+                   device: torch.device | str = "cpu", skip_above: float | None = None,
+                   batch_size: int = 256) -> PhotoTensors:
+    """"No number" examples where a localiser looks: in images without a number, the context crops
+    at the boxes of its first and second look (the two crops `NumberReader` reads). Random crops
+    of walls teach the reader little about the most number-like clutter, which is what a good
+    localiser points at in a photo without a number.
+
+    `skip_above`: leave out images the networks read as a number this sure; in parts of real photos
+    away from the labelled number these are mostly real digits the label leaves out (a neighbour's
+    number), not clutter."""
+    from housenum.read import NumberReader, decode
+
+    nets = NumberReader.from_modules(localizer.eval(), reader.eval(), device=device)
+    parts = []
+    for start in range(0, len(images), batch_size):
+        chunk = [Image.fromarray(x) if isinstance(x, np.ndarray) else x for x in images[start:start + batch_size]]
+        first, second = nets.locate(chunk)
+        if skip_above is not None:
+            readings = decode(nets.read_at(chunk, second, first), [c.size for c in chunk])
+            keep = [i for i, r in enumerate(readings) if r.number is None or r.confidence < skip_above]
+            chunk, first, second = [chunk[i] for i in keep], first[keep], second[keep]
+        if not chunk:
+            continue
+        views = photo_tensors(chunk, [None] * len(chunk), np.random.default_rng(start))
+        for boxes in (first, second):
+            context = _nchw(np.stack([context_crop(img, tuple(b)) for img, b in zip(chunk, boxes)]))
+            parts.append(dataclasses.replace(views, context=context))
+    return PhotoTensors.cat(parts) if parts else photo_tensors([], [], np.random.default_rng(0))
 
 
 def split_photos(photos: NumberSet, cfg: ReaderTrainConfig) -> tuple[NumberSet, NumberSet, NumberSet | None]:
@@ -374,7 +439,7 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     torch.manual_seed(cfg.seed)
     say = progress or (lambda _: None)
 
-    val_set = None
+    val_set = train_set = None
     if real is None:
         photos = photos if photos is not None else load_numbers(cfg.data, default_split="train")
         train_set, val_set, _ = split_photos(photos, cfg)
@@ -389,10 +454,10 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             cache = cache_dir() / "reader"
         say(f"synthetic photos: {cfg.synthetic} with numbers, {cfg.synthetic_empty} without")
         synthetic = synthetic_tensors(cfg.synthetic, cfg.synthetic_empty, cfg.synthetic_seed, cache, cfg.workers)
-    pools = [real] + ([synthetic] if synthetic is not None and len(synthetic) else [])
-    for pool in pools:  # the pixels live on the device; targets stay on the CPU with the sampler
-        pool.loc, pool.context = pool.loc.to(device), pool.context.to(device)
-    has_box = [torch.nonzero(~p.loc_box[:, 0].isnan()).flatten() for p in pools]
+    if cfg.reader_only and cfg.localizer_only:
+        raise ModelError("reader_only and localizer_only together leave nothing to train")
+    if (cfg.reader_only or cfg.hard_negatives) and (not cfg.init or cfg.new_localizer):
+        raise ModelError("reader_only and hard_negatives need the localiser of `init` (and no new_localizer)")
 
     arch = ReaderArch.from_dict(cfg.arch)
     localizer, reader = create_localizer(arch), create_reader(arch)
@@ -409,12 +474,36 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             arch, localizer = ReaderArch.from_dict(state["arch"]), init_localizer
     localizer = localizer.to(device, memory_format=torch.channels_last)
     reader = reader.to(device, memory_format=torch.channels_last)
+
+    pools = [real] + ([synthetic] if synthetic is not None and len(synthetic) else [])
+    n_neg = 0
+    if cfg.hard_negatives:
+        from housenum.data.synthetic import synthetic_empty
+
+        # seeded apart from the synthetic pool and from the benchmark's walls (seed 777)
+        walls = synthetic_empty(cfg.hard_negatives, seed=10_000 + cfg.synthetic_seed)
+        regions = number_free_regions(train_set) if train_set is not None else []
+        mined = [hard_negatives(localizer, reader, walls, device)]
+        if regions:
+            mined.append(hard_negatives(localizer, reader, regions, device, skip_above=HARD_NEGATIVE_SKIP))
+        negatives = PhotoTensors.cat(mined)
+        say(f"hard negatives: {len(negatives)} crops from {len(walls)} synthetic walls and "
+            f"{len(regions)} number-free parts of the training photos")
+        if len(negatives):
+            pools.append(negatives)
+            n_neg = max(1, round(cfg.batch_size * cfg.negative_fraction))
+    for pool in pools:  # the pixels live on the device; targets stay on the CPU with the sampler
+        pool.loc, pool.context = pool.loc.to(device), pool.context.to(device)
+    has_box = [torch.nonzero(~p.loc_box[:, 0].isnan()).flatten() for p in pools]
     # a box localiser learns only from photos with a number; a heatmap one also learns an empty map
     loc_rows = [torch.arange(len(p)) if arch.loc_head == "heatmap" else i for p, i in zip(pools, has_box)]
-    params = list(localizer.parameters()) + (list(reader.parameters()) if not cfg.localizer_only else [])
+    params = ([] if cfg.reader_only else list(localizer.parameters())) + \
+        ([] if cfg.localizer_only else list(reader.parameters()))
     optimizer = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
                                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=cfg.lr)
-    n_real = max(1, round(cfg.batch_size * cfg.real_fraction)) if len(pools) > 1 else cfg.batch_size
+    has_synthetic = synthetic is not None and len(synthetic) > 0
+    n_real = max(1, round(cfg.batch_size * cfg.real_fraction)) if has_synthetic else cfg.batch_size - n_neg
+    counts = [n_real] + ([cfg.batch_size - n_real - n_neg] if has_synthetic else []) + ([n_neg] if n_neg else [])
     steps_per_epoch = math.ceil(len(real) / n_real)
     total_steps = cfg.epochs * steps_per_epoch
     ema_loc, ema_read = _EMA(localizer, cfg.ema), _EMA(reader, cfg.ema)
@@ -429,7 +518,7 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     start, out_of_time = time.perf_counter(), False
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        localizer.train()
+        localizer.train(not cfg.reader_only)
         reader.train(not cfg.localizer_only)
         for _ in range(steps_per_epoch):
             progress = step / total_steps
@@ -440,19 +529,20 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
                 break
             for group in optimizer.param_groups:
                 group["lr"] = one_cycle_lr(progress, cfg.lr)
-            parts = [(0, torch.randint(len(real), (n_real,), generator=gen))]
-            if len(pools) > 1:
-                parts.append((1, torch.randint(len(pools[1]), (cfg.batch_size - n_real,), generator=gen)))
-            loc_parts = [(k, loc_rows[k][torch.randint(len(loc_rows[k]), (len(i),), generator=gen)]) for k, i in parts]
-            loc_batches = [localizer_batch(pools[k], i, cfg, gen) for k, i in loc_parts]
-            lx = torch.cat([b[0] for b in loc_batches]).contiguous(memory_format=torch.channels_last)
-            lt = torch.cat([b[1] for b in loc_batches]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loc_out = localizer(lx)
-            if loc_out.ndim == 4:   # a heatmap localiser's maps
-                loc_loss = heatmap_loss(loc_out, lt)
-            else:
-                loc_loss = F.smooth_l1_loss(loc_out.float(), lt, beta=0.05)
+            parts = [(k, torch.randint(len(pools[k]), (n,), generator=gen)) for k, n in enumerate(counts)]
+            loc_loss = torch.zeros((), device=device)
+            if not cfg.reader_only:
+                loc_parts = [(k, loc_rows[k][torch.randint(len(loc_rows[k]), (len(i),), generator=gen)])
+                             for k, i in parts]
+                loc_batches = [localizer_batch(pools[k], i, cfg, gen) for k, i in loc_parts]
+                lx = torch.cat([b[0] for b in loc_batches]).contiguous(memory_format=torch.channels_last)
+                lt = torch.cat([b[1] for b in loc_batches]).to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    loc_out = localizer(lx)
+                if loc_out.ndim == 4:   # a heatmap localiser's maps
+                    loc_loss = heatmap_loss(loc_out, lt)
+                else:
+                    loc_loss = F.smooth_l1_loss(loc_out.float(), lt, beta=0.05)
             loss, correct = torch.zeros((), device=device), torch.zeros(n_real, dtype=torch.bool)
             if not cfg.localizer_only:
                 batches = [reader_batch(pools[k], i, cfg, gen) for k, i in parts]
