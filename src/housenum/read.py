@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,9 @@ ONNX_SUFFIXES = (".loc.onnx", ".read.onnx")  # beside reader.pt: reader.loc.onnx
 # Median share of the photo's width and height the number box fills in the training photos (train_*
 # of ../shared/data/svhn/numbers); the official test photos' numbers are smaller: 0.18 and 0.48.
 TRAIN_BOX_SHARE = (0.29, 0.71)
+# ONNX Runtime threads per session by default; the whole reading, median per photo on the 2-core
+# machine (benchmarks/reader_speed.py, two runs each): 2 threads 14.7-15.9 ms, 1 thread 16.6-20.3 ms
+ONNX_THREADS = min(2, os.cpu_count() or 1)
 MIN_SIDE = 8             # pixels: a smaller photo holds no readable number (read as None, confidence 0)
 DIGIT_MIN_P = 0.2        # positions the number reaches with less probability are not classified
 # (0.01 read the same 500 held-out and 181 validation photos right, 3.7 ms per photo slower)
@@ -100,9 +104,10 @@ class _OnnxNets:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        # one thread unless asked: 14.1 ms per photo (median) against 51.8 ms with two on the
-        # 2-core machine (benchmarks/reader_speed.py, the whole reading)
-        options.intra_op_num_threads = threads or 1
+        options.intra_op_num_threads = threads or ONNX_THREADS
+        # three sessions (localiser, reader, digit model) take turns on the same cores: threads
+        # left spinning between runs starved the next one (2 threads: 51 ms per photo, 15 without)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.loc = ort.InferenceSession(str(loc_path), options, providers=["CPUExecutionProvider"])
             self.read_session = ort.InferenceSession(str(read_path), options, providers=["CPUExecutionProvider"])
@@ -421,7 +426,7 @@ def _digit_recognizer(digits, threads: int | None):
         return digits
     from housenum.export import load_digit_recognizer
 
-    return load_digit_recognizer(None if digits is True else digits, threads=threads or 1)
+    return load_digit_recognizer(None if digits is True else digits, threads=threads or ONNX_THREADS)
 
 
 def _digit_boxes(boxes: np.ndarray, number_box, digits: np.ndarray, size: tuple[int, int]) -> list[list[int]]:
