@@ -433,6 +433,6 @@ def test_reader_only_training_keeps_the_localiser_and_learns_hard_negatives(tmp_
     assert all(torch.equal(before["localizer_state"][k], v) for k, v in after["localizer_state"].items())
     assert not all(torch.equal(before["reader_state"][k], v) for k, v in after["reader_state"].items())
     assert any(line.startswith("hard negatives:") and "4 synthetic walls" in line for line in lines)
-    with pytest.raises(ModelError, match="need the localiser of `init`"):
+    with pytest.raises(ModelError, match="need the localiser of --init"):
         train_reader(ReaderTrainConfig(**{**base.__dict__, "hard_negatives": 4}), tmp_path / "x",
                      photos=tiny_run.photos)

@@ -439,6 +439,11 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     torch.manual_seed(cfg.seed)
     say = progress or (lambda _: None)
 
+    if cfg.reader_only and cfg.localizer_only:
+        raise ModelError("--reader-only and --localizer-only together leave nothing to train")
+    if (cfg.reader_only or cfg.hard_negatives) and (not cfg.init or cfg.new_localizer):
+        raise ModelError("--reader-only and --hard-negatives need the localiser of --init (and no --new-localizer)")
+
     val_set = train_set = None
     if real is None:
         photos = photos if photos is not None else load_numbers(cfg.data, default_split="train")
@@ -454,11 +459,6 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             cache = cache_dir() / "reader"
         say(f"synthetic photos: {cfg.synthetic} with numbers, {cfg.synthetic_empty} without")
         synthetic = synthetic_tensors(cfg.synthetic, cfg.synthetic_empty, cfg.synthetic_seed, cache, cfg.workers)
-    if cfg.reader_only and cfg.localizer_only:
-        raise ModelError("reader_only and localizer_only together leave nothing to train")
-    if (cfg.reader_only or cfg.hard_negatives) and (not cfg.init or cfg.new_localizer):
-        raise ModelError("reader_only and hard_negatives need the localiser of `init` (and no new_localizer)")
-
     arch = ReaderArch.from_dict(cfg.arch)
     localizer, reader = create_localizer(arch), create_reader(arch)
     if cfg.init:
