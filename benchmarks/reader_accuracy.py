@@ -2,8 +2,10 @@
 
 Scores the reader on the held-out photos (`test_*` of ../shared/data/svhn/numbers: 500 photos,
 never used for training or model selection) with a 95% interval, per-digit accuracy, accuracy by
-length and coverage at 95%/98% precision. With --ship RUN_DIR it first writes that run's best.pt
-as the shipped reader (src/housenum/weights/reader.pt + ONNX), with these figures in its card.
+length and coverage at 95%/98% precision, and how often it invents a number: on 200 synthetic walls
+and on the parts of the held-out photos away from their number (real clutter). With --ship RUN_DIR
+it first writes that run's best.pt as the shipped reader (src/housenum/weights/reader.pt + ONNX),
+with these figures in its card.
 
     python benchmarks/reader_accuracy.py                          # the shipped reader
     python benchmarks/reader_accuracy.py --model runs/reader      # a run folder
@@ -49,6 +51,19 @@ def false_numbers(model, digits, search: bool, n: int) -> int:
     return sum(r.number is not None and r.confidence >= 0.5 for r in readings)
 
 
+def false_numbers_on_clutter(model, digits, search: bool, data: str, files: str) -> tuple[int, int]:
+    """(how many, of how many) parts of the held-out photos away from their labelled number are
+    read as a number with confidence >= 0.5: real clutter, though some parts hold real digits the
+    label leaves out (a neighbour's number), which count here too."""
+    from housenum.data.numbers import load_numbers
+    from housenum.read import NumberReader
+    from housenum.train_reader import number_free_regions
+
+    regions = number_free_regions(load_numbers(data).matching(files))
+    readings = NumberReader(model, backend="torch", digits=digits, search=search).read_many(regions)
+    return sum(r.number is not None and r.confidence >= 0.5 for r in readings), len(regions)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -62,6 +77,8 @@ def main() -> None:
     parser.add_argument("--no-search", action="store_true", help="no window search for unsure photos")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "reader"), help="failures.png here")
     parser.add_argument("--walls", type=int, default=200, help="synthetic photos without a number to read")
+    parser.add_argument("--no-clutter", dest="clutter", action="store_false",
+                        help="skip reading the held-out photos' number-free parts")
     args = parser.parse_args()
 
     from housenum.evaluate_numbers import evaluate_numbers
@@ -86,6 +103,10 @@ def main() -> None:
         figures["false_numbers_on_walls"] = false_numbers(model, digits, not args.no_search, args.walls)
         print(f"confident (>= 0.5) readings of {args.walls} synthetic walls without a number: "
               f"{figures['false_numbers_on_walls']}")
+    if args.clutter:
+        found, n = false_numbers_on_clutter(model, digits, not args.no_search, args.data, args.files)
+        figures["false_numbers_on_heldout_clutter"] = [found, n]
+        print(f"confident (>= 0.5) readings of {n} number-free parts of the held-out photos: {found}")
     print(json.dumps(figures))
     if args.update_card:
         from housenum.checkpoint import save_checkpoint
