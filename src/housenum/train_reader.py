@@ -11,8 +11,8 @@ Validation reads whole held-out photos through `housenum.read.NumberReader`, the
 from __future__ import annotations
 
 import copy
-import dataclasses
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -80,7 +80,7 @@ class ReaderTrainConfig:
     localizer_only: bool = False     # train only the localiser (the reader of `init` is kept)
     new_localizer: bool = False      # with `init`: start a new localiser as `arch` says (loc_*), keep the reader
     reader_only: bool = False        # train only the reader (the localiser of `init` is kept)
-    hard_negatives: int = 0          # with `init`: mine "no number" crops where its localiser looks (see below)
+    hard_negatives: int = 0          # with `init`: mine "no number" crops where its localiser looks (`hard_negatives`)
     negative_fraction: float = 0.125  # share of each batch drawn from the mined crops
 
     @classmethod
