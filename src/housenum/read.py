@@ -426,7 +426,7 @@ def _digit_recognizer(digits, threads: int | None):
         return digits
     from housenum.export import load_digit_recognizer
 
-    return load_digit_recognizer(None if digits is True else digits, threads=threads or ONNX_THREADS)
+    return load_digit_recognizer(None if digits is True else digits, threads=threads or ONNX_THREADS, spin=False)
 
 
 def _digit_boxes(boxes: np.ndarray, number_box, digits: np.ndarray, size: tuple[int, int]) -> list[list[int]]:
