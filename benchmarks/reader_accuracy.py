@@ -41,27 +41,18 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def false_numbers(model, digits, search: bool, n: int) -> int:
-    """How many of n synthetic photos without a number are read as a number with confidence >= 0.5."""
-    from housenum.data.synthetic import synthetic_empty
-    from housenum.read import NumberReader
-
-    readings = NumberReader(model, backend="torch", digits=digits, search=search).read_many(
-        synthetic_empty(n, seed=777))
-    return sum(r.number is not None and r.confidence >= 0.5 for r in readings)
+def confident_numbers(reader, images) -> int:
+    """How many of `images` (all without the number sought) are read as a number with confidence >= 0.5."""
+    return sum(r.number is not None and r.confidence >= 0.5 for r in reader.read_many(images))
 
 
-def false_numbers_on_clutter(model, digits, search: bool, data: str, files: str) -> tuple[int, int]:
-    """(how many, of how many) parts of the held-out photos away from their labelled number are
-    read as a number with confidence >= 0.5: real clutter, though some parts hold real digits the
-    label leaves out (a neighbour's number), which count here too."""
+def number_free_parts(data: str, files: str) -> list:
+    """The parts of the held-out photos away from their labelled number: real clutter, though some
+    hold real digits the label leaves out (a neighbour's number), which count as false here too."""
     from housenum.data.numbers import load_numbers
-    from housenum.read import NumberReader
     from housenum.train_reader import number_free_regions
 
-    regions = number_free_regions(load_numbers(data).matching(files))
-    readings = NumberReader(model, backend="torch", digits=digits, search=search).read_many(regions)
-    return sum(r.number is not None and r.confidence >= 0.5 for r in readings), len(regions)
+    return number_free_regions(load_numbers(data).matching(files))
 
 
 def main() -> None:
@@ -99,14 +90,20 @@ def main() -> None:
                "by_length": result.by_length, "data": f"{Path(args.data).name}/{args.files}",
                "digit_model": "none" if args.reader_only else (args.digit_model or "shipped"),
                "window_search": not args.no_search}
+    if args.walls or args.clutter:
+        from housenum.data.synthetic import synthetic_empty
+        from housenum.read import NumberReader
+
+        reader = NumberReader(model, backend="torch", digits=digits, search=not args.no_search)
     if args.walls:
-        figures["false_numbers_on_walls"] = false_numbers(model, digits, not args.no_search, args.walls)
+        figures["false_numbers_on_walls"] = confident_numbers(reader, synthetic_empty(args.walls, seed=777))
         print(f"confident (>= 0.5) readings of {args.walls} synthetic walls without a number: "
               f"{figures['false_numbers_on_walls']}")
     if args.clutter:
-        found, n = false_numbers_on_clutter(model, digits, not args.no_search, args.data, args.files)
-        figures["false_numbers_on_heldout_clutter"] = [found, n]
-        print(f"confident (>= 0.5) readings of {n} number-free parts of the held-out photos: {found}")
+        parts = number_free_parts(args.data, args.files)
+        figures["false_numbers_on_heldout_clutter"] = [confident_numbers(reader, parts), len(parts)]
+        print(f"confident (>= 0.5) readings of {len(parts)} number-free parts of the held-out photos: "
+              f"{figures['false_numbers_on_heldout_clutter'][0]}")
     print(json.dumps(figures))
     if args.update_card:
         from housenum.checkpoint import save_checkpoint

@@ -339,8 +339,8 @@ def train_reader_cmd(
                                                      "(e.g. 'heatmap'), the reader of --init kept.")] = False,
     reader_only: Annotated[bool, typer.Option(help="Train only the reader (keep --init's localiser).")] = False,
     hard_negatives: Annotated[int, typer.Option(help="With --init: teach 'no number' where its localiser looks, "
-                                                     "in N synthetic walls and in the number-free search "
-                                                     "windows of the training photos.")] = 0,
+                                                     "in N synthetic walls and in the parts of the "
+                                                     "training photos away from their number.")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

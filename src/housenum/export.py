@@ -106,8 +106,8 @@ class OnnxModel(nn.Module):
 
     def __init__(self, path: str | Path, threads: int | None = None, spin: bool = True) -> None:
         """`spin=False` when other sessions take turns on the same cores (the whole-number reader):
-        threads left spinning after a run starve theirs. Alone, spinning is faster (batch 1 0.64
-        ms per digit against 0.99 without; benchmarks/infer_speed.py)."""
+        threads left spinning after a run starve theirs. Alone, spinning is faster (batch 1: 0.73
+        ms per digit against 0.85-0.99 without; benchmarks/infer_speed.py)."""
         super().__init__()
         import onnxruntime as ort
 
