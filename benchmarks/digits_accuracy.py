@@ -40,6 +40,13 @@ CONFIGS: dict[str, dict] = {
     "synthetic_20k": {"model": "resnet", "synthetic": 20000},
     "wide": {"model": "resnet_wide"},
     "fast": {"model": "resnet_fast"},
+    "fast_svhn_aug": {"model": "resnet_fast", "shear": 15.0, "invert": 0.5, "shuffle_channels": True},
+    # distillation: the three `fast` runs (kept with --keep runs/levers) as teachers of a fourth
+    "fast_distill": {"model": "resnet_fast",
+                     "teachers": [str(ROOT / "runs" / "levers" / f"fast_seed{s}") for s in range(3)]},
+    # synthetic pretraining (`housenum train --model resnet_fast --data synthetic:20000 --epochs 3
+    # --out runs/levers/synth_pretrain`), then the fast recipe on the real digits from its weights
+    "fast_synth_init": {"model": "resnet_fast", "init": str(ROOT / "runs" / "levers" / "synth_pretrain")},
     "fast_val5": {"model": "resnet_fast", "n_folds": 20},   # validation 5% of training photos, not 20%
     "lr_4e-3": {"model": "resnet", "lr": 4e-3},
     "epochs_15": {"model": "resnet", "epochs": 15},

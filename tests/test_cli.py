@@ -63,6 +63,17 @@ def test_predict_json_one_line_per_image(compared, crops, tmp_path):
     assert all(len(line["top_k"]) == 2 and 0 <= line["digit"] <= 9 for line in lines)
 
 
+def test_train_init_fine_tunes_a_run_of_the_same_model(compared, small_npz, tmp_path):
+    out, _ = compared
+    proc = housenum("train", "--model", "ann1", "--data", small_npz, "--epochs", "1", "--init", out / "ann1",
+                    "--out", tmp_path / "tuned")
+    assert "best val_acc" in proc.stdout
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["init"] == str(out / "ann1")
+    proc = housenum("train", "--model", "cnn1", "--data", small_npz, "--init", out / "ann1", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "holds a ann1" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_data_info_counts_and_grid(small_npz, tmp_path):
     proc = housenum("data", "info", small_npz, "--out", tmp_path / "grid.png", "--json")
     info = json.loads(proc.stdout)

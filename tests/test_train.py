@@ -14,7 +14,8 @@ from PIL import Image
 
 from housenum.checkpoint import load_model, read_checkpoint, save_checkpoint
 from housenum.data import load_digits
-from housenum.evaluate import evaluate_run
+from housenum.errors import ModelError
+from housenum.evaluate import evaluate_run, predict_probs
 from housenum.predict import predict_digits
 from housenum.train import TrainConfig, train
 
@@ -94,6 +95,36 @@ def test_strong_recipe_runs_with_augmentation_and_ema(tmp_path):
                    progress=False)
     assert result.config.recipe == "strong" and result.config.augment and result.config.ema
     assert load_model(tmp_path).channels == 3
+
+
+def test_distillation_follows_the_teachers_not_the_labels(small_npz, tmp_path):
+    """A teacher taught labels shifted by one; a student with all its loss on the teacher learns the shift."""
+    raw = dict(np.load(small_npz))
+    shifted = tmp_path / "shifted.npz"
+    np.savez(shifted, **{**raw, "y": (raw["y"] + 1) % 10})
+    train(TrainConfig(model="cnn1", data=str(shifted), epochs=4, batch_size=32), tmp_path / "teacher", progress=False)
+    data = load_digits(str(small_npz))
+    result = train(TrainConfig(model="cnn1", epochs=4, batch_size=32, teachers=[str(tmp_path / "teacher")],
+                               distill_weight=1.0), tmp_path / "student", data=data, progress=False)
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["teachers"] == [str(tmp_path / "teacher")]
+    assert result.best_val_acc < 0.2                           # validation scores the true labels
+    predicted = predict_probs(load_model(tmp_path / "student"), data.test).argmax(1)
+    truth = data.test.labels
+    assert (predicted == (truth + 1) % 10).mean() > (predicted == truth).mean() + 0.2
+
+
+def test_init_starts_from_another_runs_weights(small_npz, tmp_path):
+    data = load_digits(str(small_npz))
+    train(TrainConfig(model="ann1", epochs=1), tmp_path / "first", data=data, progress=False)
+    train(TrainConfig(model="ann1", epochs=1, lr=1e-12, init=str(tmp_path / "first")), tmp_path / "again",
+          data=data, progress=False)
+    before = read_checkpoint(tmp_path / "first" / "last.pt")["model_state"]
+    after = read_checkpoint(tmp_path / "again" / "last.pt")["model_state"]
+    for name, weights in before.items():
+        torch.testing.assert_close(after[name], weights, atol=1e-6, rtol=0)
+    with pytest.raises(ModelError, match="holds a ann1"):
+        train(TrainConfig(model="ann2", epochs=1, init=str(tmp_path / "first")), tmp_path / "other",
+              data=data, progress=False)
 
 
 KILL_DURING_SAVE = """

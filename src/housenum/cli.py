@@ -106,6 +106,8 @@ def train_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/MODEL).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from this run folder's (or .pt's) weights: fine-tune "
+                                                   "a model of the same kind on new data.")] = None,
 ) -> None:
     """Train one model and write its run folder: best.pt, last.pt, config.json, history.csv,
     curves.png and summary.txt. Ctrl-C keeps the last finished epoch; --resume continues."""
@@ -113,7 +115,8 @@ def train_cmd(
 
     run_dir = resume or out or Path("runs") / model
     cfg = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                      channels=channels, recipe=recipe, fold=fold, device=device)
+                      channels=channels, recipe=recipe, fold=fold, device=device,
+                      init=str(init) if init else None)
     try:
         result = train(cfg, run_dir, resume=resume is not None)
     except KeyboardInterrupt:

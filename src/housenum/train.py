@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from housenum import plots
-from housenum.checkpoint import read_checkpoint, save_checkpoint
+from housenum.checkpoint import checkpoint_path, read_checkpoint, save_checkpoint
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
 from housenum.data.augment import Augment, augment_batch
 from housenum.data.splits import validation_split
@@ -70,6 +70,12 @@ class TrainConfig:
     weight_decay: float | None = None
     ema: float | None = None             # decay of the weight average; 0 is off
     cutout: int = 0                  # side of the square cut out by augmentation (0: off)
+    shear: float = 0.0               # augmentation: max shear, degrees (0: off)
+    invert: float = 0.0              # augmentation: probability of inverting a digit's colours
+    shuffle_channels: bool = False   # augmentation: permute the colour channels
+    teachers: list[str] = field(default_factory=list)  # run folders whose mean prediction is also a target
+    distill_weight: float = 0.5      # share of the loss that follows the teachers (when there are any)
+    init: str | None = None          # start from this run folder's (or .pt's) weights, e.g. a synthetic pretraining
     synthetic: int = 0               # synthetic digit crops added to the training split
     device: str = "auto"             # auto | cpu | cuda
     threads: int | None = None       # CPU threads; None: all cores
@@ -190,6 +196,26 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> tup
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
+def load_initial_weights(model: nn.Module, cfg: TrainConfig) -> None:
+    """Start from another run's weights (fine-tuning); its model and channels must be this run's."""
+    path = checkpoint_path(cfg.init)
+    state = read_checkpoint(path)
+    if (state.get("model"), state.get("channels")) != (cfg.model, cfg.channels):
+        raise ModelError(f"{path}: --init holds a {state.get('model')} with {state.get('channels')} channel(s); "
+                         f"this run trains a {cfg.model} with {cfg.channels}")
+    model.load_state_dict(state["model_state"])
+
+
+def teacher_targets(runs: list[str], digits: DigitSet) -> torch.Tensor:
+    """The teachers' mean probabilities for each training digit, computed once on the plain
+    images (distillation of an ensemble; augmented views then follow their image's target)."""
+    from housenum.checkpoint import load_model
+    from housenum.evaluate import predict_probs
+
+    probs = [predict_probs(load_model(run), digits) for run in runs]
+    return torch.from_numpy(np.mean(probs, axis=0)).float()
+
+
 class _EMA:
     """An exponential moving average of the weights (and a copy of the buffers)."""
 
@@ -247,10 +273,14 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
     train_set, val_set = split_for_training(data, cfg)
     x_train, y_train = as_tensor_nchw(train_set.images), torch.from_numpy(train_set.labels)
     x_val, y_val = as_tensor_nchw(val_set.images), torch.from_numpy(val_set.labels)
+    soft = teacher_targets(cfg.teachers, train_set) if cfg.teachers else None
     if device.type == "cuda":
         x_train, y_train = x_train.pin_memory(), y_train.pin_memory()
 
-    model = create_model(cfg.model, cfg.channels).to(device).to(memory_format=torch.channels_last)
+    model = create_model(cfg.model, cfg.channels)
+    if cfg.init and state is None:
+        load_initial_weights(model, cfg)
+    model = model.to(device).to(memory_format=torch.channels_last)
     params = [{"params": [p for n, p in model.named_parameters() if p.ndim > 1],
                "weight_decay": cfg.weight_decay},
               {"params": [p for n, p in model.named_parameters() if p.ndim <= 1], "weight_decay": 0.0}]
@@ -267,7 +297,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     use_amp = device.type == "cuda"
-    aug = Augment(cutout=cfg.cutout) if cfg.augment else None
+    aug = Augment(cutout=cfg.cutout, shear=cfg.shear, invert=cfg.invert,
+                  shuffle_channels=cfg.shuffle_channels) if cfg.augment else None
     gen = torch.Generator().manual_seed(cfg.seed)
 
     history: list[dict] = []
@@ -308,6 +339,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if soft is not None:
+                taught = F.cross_entropy(logits.float(), soft[idx].to(device, non_blocking=True))
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,52 @@
+"""Batched augmentation: each option does what it says."""
+
+import torch
+
+from housenum.data.augment import Augment, augment_batch
+
+STILL = dict(translate=0.0, scale=0.0, rotate=0.0, jitter=0.0)   # no warp, no colour change
+
+
+def run(aug: Augment, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    return augment_batch(x, aug, torch.Generator().manual_seed(seed))
+
+
+def test_invert_flips_exactly_the_chosen_share():
+    x = torch.rand(400, 3, 32, 32)
+    plain = run(Augment(), x)
+    inverted = run(Augment(invert=1.0), x)
+    torch.testing.assert_close(inverted, 1 - plain)       # same warp and jitter, colours inverted
+    half = run(Augment(invert=0.5), x)
+    flipped = [(not torch.allclose(h, p)) for h, p in zip(half, plain)]
+    assert 150 < sum(flipped) < 250
+    for h, p, f in zip(half, plain, flipped):
+        torch.testing.assert_close(h, 1 - p if f else p)
+
+
+def test_shuffle_channels_permutes_each_image_colours():
+    x = torch.rand(64, 3, 32, 32)
+    out = run(Augment(shuffle_channels=True, **STILL), x)
+    changed = 0
+    for o, i in zip(out, x):
+        order = [int(torch.nonzero(torch.isclose(o[c], i).all(dim=(1, 2)))[0]) for c in range(3)]
+        assert sorted(order) == [0, 1, 2]
+        changed += order != [0, 1, 2]
+    assert changed > 32                                     # 5 of 6 permutations move something
+    grey = torch.rand(8, 1, 32, 32)
+    torch.testing.assert_close(run(Augment(shuffle_channels=True, **STILL), grey), grey)
+
+
+def test_shear_slants_a_vertical_bar():
+    x = torch.zeros(32, 1, 32, 32)
+    x[:, :, :, 15:17] = 1.0
+    out = run(Augment(shear=20.0, **STILL), x)
+    columns = torch.arange(32.0)
+
+    def centre(row: torch.Tensor) -> torch.Tensor:
+        return (row * columns).sum(-1) / row.sum(-1)
+
+    slope = centre(out[:, 0, 4]) - centre(out[:, 0, 27])    # bar centre, top row minus bottom row
+    assert slope.abs().max() > 3                            # up to tan(20 deg) * 23 px = 8.4 px
+    assert (slope > 1).any() and (slope < -1).any()         # both directions
+    torch.testing.assert_close(run(Augment(**STILL), x), x, atol=1e-5, rtol=0)
+
