@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from housenum import plots
-from housenum.checkpoint import checkpoint_path, read_checkpoint, save_checkpoint
+from housenum.checkpoint import checkpoint_path, load_model, read_checkpoint, save_checkpoint
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
 from housenum.data.augment import Augment, augment_batch
 from housenum.data.splits import validation_split
@@ -209,11 +209,11 @@ def load_initial_weights(model: nn.Module, cfg: TrainConfig) -> None:
 def teacher_targets(runs: list[str], digits: DigitSet) -> torch.Tensor:
     """The teachers' mean probabilities for each training digit, computed once on the plain
     images (distillation of an ensemble; augmented views then follow their image's target)."""
-    from housenum.checkpoint import load_model
-    from housenum.evaluate import predict_probs
-
-    probs = [predict_probs(load_model(run), digits) for run in runs]
-    return torch.from_numpy(np.mean(probs, axis=0)).float()
+    probs = []
+    for run in runs:
+        teacher = load_model(run)
+        probs.append(torch.softmax(predict_logits(teacher.model, digits.with_channels(teacher.channels).images), 1))
+    return torch.stack(probs).mean(0)
 
 
 class _EMA:
