@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ RECIPE = ["--batch-size", "128", "--lr", "2e-3",
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--runs", nargs="+", default=["main-wide:wide"], help="NAME:ARCH[:FOLD] ...")
+    parser.add_argument("--runs", nargs="+", default=["main-wide:wide"], help="'NAME:ARCH[:FOLD] [OPTIONS]' ...")
     parser.add_argument("--minutes", type=float, default=6.5, help="wall-clock budget of each run")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--synthetic", type=int, default=40000, help="synthetic number photos")
@@ -58,13 +59,15 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     procs = {}
-    for spec in args.runs:
+    for run in args.runs:
+        spec, *more = shlex.split(run)
         name, arch, *fold = spec.split(":")
         cmd = [sys.executable, "-m", "housenum.cli", "train-reader", "--data", args.data, "--arch", arch,
                "--minutes", str(args.minutes), "--device", args.device, "--out", str(out / name),
                "--synthetic", str(n), "--synthetic-empty", str(n_empty), *RECIPE]
         if fold:
             cmd += ["--fold", fold[0]]
+        cmd += more   # later options win
         log = open(out / f"{name}.log", "w")  # noqa: SIM115 (closed below, after the run ends)
         procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, " ".join(cmd[2:]))
     deadline = time.monotonic() + 60 * args.minutes + 120

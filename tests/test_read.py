@@ -263,6 +263,21 @@ def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path):
 TINY_ARCH = {"loc_widths": [8, 8, 8, 8], "loc_dense": 8, "read_widths": [8, 8, 8, 8], "read_dense": 8, "dropout": 0.0}
 
 
+@pytest.mark.parametrize("name", ["small", "wide", "ctc", "heatmap", "heatmap-wide"])
+def test_every_named_arch_builds_networks_of_the_right_shapes(name):
+    import torch
+
+    from housenum.models.reader import ARCHS, CROP_SIZE, LOC_SIZE, READER_OUTPUTS, create_localizer, create_reader
+
+    arch = ARCHS[name]
+    with torch.no_grad():
+        maps = create_localizer(arch).eval()(torch.rand(2, 3, *LOC_SIZE))
+        out = create_reader(arch).eval()(torch.rand(2, 3, CROP_SIZE, CROP_SIZE))
+    expected_maps = (2, 5, LOC_SIZE[0] // 4, LOC_SIZE[1] // 4) if arch.loc_head == "heatmap" else (2, 4)
+    assert tuple(maps.shape) == expected_maps
+    assert out.shape[0] == 2 and (arch.head == "ctc" or out.shape[1] == READER_OUTPUTS)
+
+
 @pytest.mark.parametrize("head,loc_head", [("multi", "box"), ("ctc", "box"), ("multi", "heatmap")])
 def test_train_reader_writes_a_run_folder(svhn_dir, tmp_path, head, loc_head):
     from housenum.data.numbers import load_numbers

@@ -329,7 +329,8 @@ def train_reader_cmd(
     synthetic: Annotated[int, typer.Option(help="Synthetic number photos mixed in.")] = 12000,
     synthetic_empty: Annotated[int, typer.Option(help="Synthetic photos without a number.")] = 3000,
     arch: Annotated[str, typer.Option(help="Network sizes: 'small' (CPU), 'wide' (GPU), 'heatmap' (small, "
-                                           "with a localiser that finds the centre on a map).")] = "small",
+                                           "with a localiser that finds the centre on a map), "
+                                           "'heatmap-wide' (its localiser wider, for a GPU).")] = "small",
     loc_zoom: Annotated[tuple[float, float], typer.Option(help="Localiser zoom range (log-uniform; below 1 "
                                                                "shows the number smaller, as in looser photos).")
                         ] = (0.85, 1.25),

@@ -59,6 +59,7 @@ ARCHS = {
                        read_dense=512),
     "ctc": ReaderArch(read_widths=(32, 48, 96, 160), read_dense=256, head="ctc"),
     "heatmap": ReaderArch(loc_dense=64, loc_head="heatmap"),
+    "heatmap-wide": ReaderArch(loc_widths=(24, 48, 96, 128), loc_dense=96, loc_head="heatmap"),
 }
 CTC_STEPS = 16       # columns the CTC reader emits across its 64-pixel crop
 CTC_BLANK = 10       # class index of "no digit here"
