@@ -8,6 +8,11 @@ same recipe on crops.npz without the digits of the reader's validation and held-
 
     python benchmarks/reader_digit_model.py                   # ~20 min on the 2-core CPU
     python benchmarks/reader_accuracy.py --digit-model runs/digits_noreader
+
+With --fold K it leaves out the digits of the reader's cross-validation fold K (and of `test_*`)
+instead, for `benchmarks/reader_cv.py RUN:K:DIGIT_RUN`:
+
+    python benchmarks/reader_digit_model.py --fold 0 --model resnet_fast --threads 1 --out runs/digits_nofold0
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ sys.path.insert(0, str(ROOT / "src"))
 SHARED = ROOT.parent / "shared" / "data" / "svhn"
 
 
-def reader_eval_sources(numbers: Path) -> set[str]:
-    """Official names (e.g. `test/12.png`) of the reader's validation and held-out photos."""
+def reader_eval_sources(numbers: Path, fold: int | None = None) -> set[str]:
+    """Official names (e.g. `test/12.png`) of the reader's validation (or fold) and held-out photos."""
     from housenum.data.numbers import load_numbers
     from housenum.train_reader import ReaderTrainConfig, split_photos
 
-    _, val, test = split_photos(load_numbers(str(numbers)), ReaderTrainConfig())
+    _, val, test = split_photos(load_numbers(str(numbers)), ReaderTrainConfig(fold=fold))
     labels = json.loads((numbers / "labels.json").read_text())
     return {labels[name]["official_name"] for name in [*val.names, *test.names]}
 
@@ -39,13 +44,15 @@ def main() -> None:
     parser.add_argument("--numbers", default=str(SHARED / "numbers"))
     parser.add_argument("--model", default="resnet", help="architecture (the figures in READER_CARD.md used resnet)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "digits_noreader"))
+    parser.add_argument("--fold", type=int, help="leave out this reader cross-validation fold (of 5) instead")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     args = parser.parse_args()
 
     import numpy as np
 
     from housenum.train import TrainConfig, train
 
-    excluded = reader_eval_sources(Path(args.numbers))
+    excluded = reader_eval_sources(Path(args.numbers), args.fold)
     with np.load(args.crops) as f:
         keep = ~np.isin(f["source_image"], list(excluded))
         arrays = {k: f[k][keep] for k in ("X", "y", "source_image")}
@@ -53,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "crops_noreader.npz"
         np.savez(data, **arrays)
-        result = train(TrainConfig(model=args.model, data=str(data)), args.out)
+        result = train(TrainConfig(model=args.model, data=str(data), threads=args.threads), args.out)
     print(f"{args.out}: best validation accuracy {result.best_val_acc:.4f} in {result.train_seconds:.0f} s")
 
 
