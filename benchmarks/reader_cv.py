@@ -35,11 +35,12 @@ def main() -> None:
     from housenum.train_reader import ReaderTrainConfig, split_photos
 
     photos = load_numbers(args.data)
-    specs = [(*spec.split(":", 2), None)[:3] for spec in args.runs]
-    columns = ["networks", "+ window search"] + (["+ digits + search"] if any(s[2] for s in specs) else [])
+    specs = [spec.split(":", 2) for spec in args.runs]     # [run, fold] or [run, fold, digit run]
+    columns = ["networks", "+ window search"] + (["+ digits + search"] if any(len(s) == 3 for s in specs) else [])
     table = {c: [] for c in columns}
     print(f"{'run':<32}{'fold':>5}{'photos':>8}" + "".join(f"{c:>19}" for c in columns))
-    for run, fold, digits in specs:
+    for run, fold, *digit_run in specs:
+        digits = digit_run[0] if digit_run else None
         _, val, _ = split_photos(photos, ReaderTrainConfig(fold=int(fold)))
         settings = [(False, False), (False, True)] + ([(digits, True)] if digits else [])
         row = [score(NumberReader(run, backend="torch", digits=d, search=search), val).summary()["accuracy"]
