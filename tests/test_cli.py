@@ -74,6 +74,17 @@ def test_train_init_fine_tunes_a_run_of_the_same_model(compared, small_npz, tmp_
     assert "holds a ann1" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_evaluate_says_when_a_model_trained_on_the_test_split(compared, small_npz, tmp_path):
+    out, _ = compared
+    assert json.loads(housenum("evaluate", out / "cnn1", "--data", small_npz, "--json").stdout)["held_out"]
+    housenum("train", "--model", "ann1", "--data", small_npz, "--epochs", "1", "--all-data",
+             "--val-fraction", "0.05", "--out", tmp_path / "final")
+    proc = housenum("evaluate", tmp_path / "final", "--json")
+    assert json.loads(proc.stdout)["held_out"] is False
+    assert "not held-out" in proc.stderr
+    assert "not held-out" in (tmp_path / "final" / "eval" / "report.txt").read_text()
+
+
 def test_data_info_counts_and_grid(small_npz, tmp_path):
     proc = housenum("data", "info", small_npz, "--out", tmp_path / "grid.png", "--json")
     info = json.loads(proc.stdout)

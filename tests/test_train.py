@@ -17,7 +17,7 @@ from housenum.data import load_digits
 from housenum.errors import ModelError
 from housenum.evaluate import evaluate_run, predict_probs
 from housenum.predict import predict_digits
-from housenum.train import TrainConfig, train
+from housenum.train import TrainConfig, split_for_training, train
 
 FILES = ["best.pt", "last.pt", "config.json", "history.csv", "curves.png", "summary.txt"]
 
@@ -125,6 +125,18 @@ def test_init_starts_from_another_runs_weights(small_npz, tmp_path):
     with pytest.raises(ModelError, match="holds a ann1"):
         train(TrainConfig(model="ann2", epochs=1, init=str(tmp_path / "first")), tmp_path / "other",
               data=data, progress=False)
+
+
+def test_all_data_trains_on_the_test_split_too_and_validation_stays_apart(small_npz):
+    data = load_digits(str(small_npz))
+    usual = split_for_training(data, TrainConfig(model="ann1").resolved())
+    final = split_for_training(data, TrainConfig(model="ann1", all_data=True, val_fraction=0.05).resolved())
+    assert not set(usual[0].sources) & set(data.test.sources)
+    train_set, val_set = final
+    assert len(train_set) + len(val_set) == len(data.train) + len(data.test)
+    assert set(data.test.sources) - set(val_set.sources) <= set(train_set.sources)
+    assert not set(train_set.sources) & set(val_set.sources)
+    assert 0.02 < len(val_set) / (len(train_set) + len(val_set)) < 0.1
 
 
 KILL_DURING_SAVE = """

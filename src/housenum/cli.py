@@ -103,6 +103,12 @@ def train_cmd(
     recipe: Annotated[str | None, typer.Option(help="'notebook' (plain Adam) or 'strong' "
                                                   "(augmentation, label smoothing, OneCycle, EMA).")] = None,
     fold: Annotated[int | None, typer.Option(help="Use source fold K of 5 as validation.")] = None,
+    val_fraction: Annotated[float, typer.Option(
+        help="Share of the training photos held out for validation (checkpoint choice, calibration) "
+             "when no --fold is given.")] = 0.2,
+    all_data: Annotated[bool, typer.Option(
+        "--all-data", help="Train on the data's test split too: a final model once the recipe's held-out "
+                           "figures are known; its own test figures then mean nothing.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/MODEL).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
@@ -115,8 +121,8 @@ def train_cmd(
 
     run_dir = resume or out or Path("runs") / model
     cfg = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                      channels=channels, recipe=recipe, fold=fold, device=device,
-                      init=str(init) if init else None)
+                      channels=channels, recipe=recipe, fold=fold, val_fraction=val_fraction,
+                      all_data=all_data, device=device, init=str(init) if init else None)
     try:
         result = train(cfg, run_dir, resume=resume is not None)
     except KeyboardInterrupt:
@@ -139,6 +145,9 @@ def evaluate_cmd(
     from housenum.evaluate import evaluate_run
 
     result = evaluate_run(run, data, out)
+    if not result.held_out:
+        typer.echo("note: this model trained on this data's test split too (--all-data): the figures below "
+                   "are not held-out; its recipe's held-out figures are in its model card", err=True)
     if as_json:
         typer.echo(json.dumps(result.as_json()))
         return

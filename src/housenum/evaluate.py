@@ -32,11 +32,12 @@ class Evaluation:
     accuracy_at_95_coverage: float
     probs: np.ndarray
     labels: np.ndarray
+    held_out: bool = True   # False: the model trained on these test digits too (`--all-data`)
 
     def as_json(self) -> dict:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n,
                 "per_class": self.per_class, "ece": self.ece,
-                "accuracy_at_95_coverage": self.accuracy_at_95_coverage}
+                "accuracy_at_95_coverage": self.accuracy_at_95_coverage, "held_out": self.held_out}
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -104,11 +105,20 @@ def evaluate_run(model: str | Path | None, data: str | None = None,
     spec = data or loaded.config.get("data") or DEFAULT_SPEC
     test = load_digits(spec).test
     result = score(predict_probs(loaded, test, tta), test.labels)
+    result.held_out = not trained_on_test_split(loaded.config, spec)
     if out_dir is None and model is not None and Path(model).is_dir():
         out_dir = Path(model) / "eval"
     if out_dir is not None:
-        write_evaluation(result, test, Path(out_dir), f"{loaded.name} on {spec}")
+        seen = "" if result.held_out else " (not held-out: the model trained on this test split too)"
+        write_evaluation(result, test, Path(out_dir), f"{loaded.name} on {spec}{seen}")
     return result
+
+
+def trained_on_test_split(config: dict, spec: str) -> bool:
+    """Whether a run trained with `--all-data` on this dataset (matched by file name, so the same
+    file reached by another path counts), whose test split it then has seen."""
+    trained_on = config.get("data")
+    return bool(config.get("all_data")) and trained_on is not None and Path(str(trained_on)).name == Path(spec).name
 
 
 def write_evaluation(result: Evaluation, test: DigitSet, out_dir: Path, title: str) -> None:

@@ -64,6 +64,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     fold: int | None = None          # cross-validation fold (of n_folds) used as validation
     n_folds: int = 5
+    all_data: bool = False           # train on the data's test split too: a final model, no held-out figures
     augment: bool | None = None          # None: the recipe's value (see RECIPES)
     label_smoothing: float | None = None
     schedule: str | None = None          # constant | onecycle
@@ -237,15 +238,17 @@ class _EMA:
 def split_for_training(data: DigitData, cfg: TrainConfig) -> tuple[DigitSet, DigitSet]:
     """Validation: the course file's own fraction split, else by source photo where known.
 
-    Synthetic crops, when asked for, join the training side only, so validation stays real.
+    With `all_data` the test split joins the pool validation is cut from (a final model, once the
+    recipe's held-out figures are known). Synthetic crops, when asked for, join the training side
+    only, so validation stays real.
     """
-    train_set, val_set = validation_split(data.train, cfg.val_fraction, cfg.fold, cfg.n_folds)
+    pool = data.train.joined(data.test) if cfg.all_data else data.train
+    train_set, val_set = validation_split(pool, cfg.val_fraction, cfg.fold, cfg.n_folds)
     if cfg.synthetic:
         from housenum.data.synthetic import synthetic_digits
 
         extra = synthetic_digits(cfg.synthetic, seed=cfg.seed + 1000).with_channels(train_set.channels)
-        train_set = DigitSet(np.concatenate([train_set.images, extra.images.astype(train_set.images.dtype)]),
-                             np.concatenate([train_set.labels, extra.labels]))
+        train_set = train_set.joined(extra)
     return train_set, val_set
 
 

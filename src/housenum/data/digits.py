@@ -56,6 +56,13 @@ class DigitSet:
         sources = None if self.sources is None else self.sources[index]
         return DigitSet(self.images[index], self.labels[index], sources)
 
+    def joined(self, other: DigitSet) -> DigitSet:
+        """Both sets in one (sources kept only where both have them)."""
+        sources = None if self.sources is None or other.sources is None \
+            else np.concatenate([self.sources, other.sources])
+        return DigitSet(np.concatenate([self.images, other.images.astype(self.images.dtype)]),
+                        np.concatenate([self.labels, other.labels]), sources)
+
     def with_channels(self, channels: int) -> DigitSet:
         """Convert to greyscale (ITU-R 601 luma, as the course file) or check RGB is available."""
         if channels == self.channels:
