@@ -48,6 +48,9 @@ CONFIGS: dict[str, dict] = {
     # --out runs/levers/synth_pretrain`), then the fast recipe on the real digits from its weights
     "fast_synth_init": {"model": "resnet_fast", "init": str(ROOT / "runs" / "levers" / "synth_pretrain")},
     "fast_val5": {"model": "resnet_fast", "n_folds": 20},   # validation 5% of training photos, not 20%
+    # the learning curve: the fast recipe on a stable half / quarter of the training photos
+    "fast_half": {"model": "resnet_fast", "train_photos": 0.5},
+    "fast_quarter": {"model": "resnet_fast", "train_photos": 0.25},
     "lr_4e-3": {"model": "resnet", "lr": 4e-3},
     "epochs_15": {"model": "resnet", "epochs": 15},
     "epochs_45": {"model": "resnet", "epochs": 45},
@@ -65,8 +68,11 @@ def run_one(args: tuple[str, int, str, str, int | None, int, str | None]) -> dic
     settings = dict(CONFIGS[name])
     if epochs:
         settings["epochs"] = epochs
+    train_photos = settings.pop("train_photos", None)
     cfg = TrainConfig(data=data, seed=seed, fold=seed % 5, device=device, threads=threads, **settings)
     digits = load_digits(data)
+    if train_photos is not None:
+        digits = keep_training_photos(digits, train_photos)
     with tempfile.TemporaryDirectory() as tmp:
         if keep:
             tmp = str(Path(keep) / f"{name}_seed{seed}")
@@ -82,6 +88,17 @@ def run_one(args: tuple[str, int, str, str, int | None, int, str | None]) -> dic
     return {"config": name, "seed": seed, "fold": seed % 5, "epochs": result.config.epochs, **scores,
             "val_acc": result.best_val_acc, "train_seconds": round(seconds, 1), "seconds_to_val_0.886": reach,
             "device": device}
+
+
+def keep_training_photos(digits, fraction: float):
+    """The same data with only about `fraction` of the training photos (a stable hash; the test
+    split untouched), for a learning curve."""
+    from dataclasses import replace
+
+    from housenum.data.splits import held_out_by_source
+
+    kept = held_out_by_source(digits.train.sources, fraction, salt="learning-curve")
+    return replace(digits, train=digits.train.subset(kept.nonzero()[0]))
 
 
 def score_run(run: str, digits, data: str) -> dict:
