@@ -139,6 +139,18 @@ def test_all_data_trains_on_the_test_split_too_and_validation_stays_apart(small_
     assert 0.02 < len(val_set) / (len(train_set) + len(val_set)) < 0.1
 
 
+def test_checkpoint_last_keeps_the_final_epoch_whatever_validation_says(small_npz, tmp_path):
+    data = load_digits(str(small_npz))
+    # a learning rate this small leaves validation accuracy the same each epoch: "best" keeps epoch 1
+    for keep, epoch in [("best", 1), ("last", 3)]:
+        train(TrainConfig(model="ann1", epochs=3, lr=1e-12, checkpoint=keep), tmp_path / keep, data=data,
+              progress=False)
+        state = read_checkpoint(tmp_path / keep / "best.pt")
+        assert state["epoch"] == epoch and state["best_val_acc"] == state["history"][-1]["val_acc"]
+    with pytest.raises(ModelError, match="checkpoint must be"):
+        TrainConfig(model="ann1", checkpoint="middle").resolved()
+
+
 KILL_DURING_SAVE = """
 import sys, torch
 from pathlib import Path

@@ -65,6 +65,7 @@ class TrainConfig:
     fold: int | None = None          # cross-validation fold (of n_folds) used as validation
     n_folds: int = 5
     all_data: bool = False           # train on the data's test split too: a final model, no held-out figures
+    checkpoint: str = "best"         # best.pt holds: "best" validation epoch, or "last" (small validation: noise)
     augment: bool | None = None          # None: the recipe's value (see RECIPES)
     label_smoothing: float | None = None
     schedule: str | None = None          # constant | onecycle
@@ -98,6 +99,8 @@ class TrainConfig:
                 setattr(cfg, key, value)
         if cfg.channels not in (1, 3):
             raise ModelError(f"channels must be 1 or 3, got {cfg.channels}")
+        if cfg.checkpoint not in ("best", "last"):
+            raise ModelError(f"checkpoint must be 'best' or 'last', got '{cfg.checkpoint}'")
         return cfg
 
     @classmethod
@@ -374,8 +377,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             ckpt = {"model": cfg.model, "channels": cfg.channels, "config": asdict(cfg),
                     "model_state": eval_model.state_dict(), "epoch": epoch + 1, "history": history,
                     "train_seconds": elapsed}
-            improved = val_acc > best_val_acc
-            best_val_acc = max(best_val_acc, val_acc)
+            improved = val_acc > best_val_acc or cfg.checkpoint == "last"
+            best_val_acc = val_acc if improved else best_val_acc
             ckpt["best_val_acc"] = best_val_acc
             if improved:
                 save_checkpoint(run_dir / "best.pt", ckpt)
