@@ -101,7 +101,19 @@ def keep_training_photos(digits, fraction: float):
     return replace(digits, train=digits.train.subset(kept.nonzero()[0]))
 
 
-def score_run(run: str, digits, data: str) -> dict:
+def last_epoch_weights(run: str, tmp: Path) -> Path:
+    """The run's last epoch as a checkpoint, with the weight average where the recipe keeps one
+    (what best.pt holds for its epoch): scoring it leaves out the choice of epoch on validation."""
+    from housenum.checkpoint import read_checkpoint, save_checkpoint
+
+    state = read_checkpoint(Path(run) / "last.pt")
+    if state.get("ema_state"):
+        state["model_state"] = state["ema_state"]
+    save_checkpoint(tmp / "last.pt", state)
+    return tmp / "last.pt"
+
+
+def score_run(run: str | Path, digits, data: str) -> dict:
     """Test accuracy of a run folder with and without TTA, also on the test digits that are the
     exact official test pixels (the kind of digit the hidden test set holds), ECE, coverage."""
     import numpy as np
@@ -137,13 +149,18 @@ def main() -> None:
     parser.add_argument("--keep", default=None, help="keep each run folder here (CONFIG_seedN) instead of deleting it")
     parser.add_argument("--rescore", nargs="+", default=None, metavar="RUN",
                         help="only score these run folders on the test split (no training)")
+    parser.add_argument("--last", action="store_true",
+                        help="with --rescore: score each run's last epoch (its weight average), not best.pt")
     args = parser.parse_args()
     if args.rescore:
         from housenum.data import load_digits
 
         digits = load_digits(args.data)
         for run in args.rescore:
-            print(json.dumps({"run": run, **score_run(run, digits, args.data)}), flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                weights = last_epoch_weights(run, Path(tmp)) if args.last else run
+                print(json.dumps({"run": run, "weights": "last" if args.last else "best",
+                                  **score_run(weights, digits, args.data)}), flush=True)
         return
     names = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
     for n in names:

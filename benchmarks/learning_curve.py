@@ -1,12 +1,15 @@
 """Held-out accuracy of the shipped recipe against the number of training digits.
 
-Reads the rows `digits_accuracy.py --out` wrote for the `fast` recipe on a quarter, a half and all
-of the training photos, fits a power law to the error rate (error = a * digits^-b), and prints
-what it predicts for a model trained on all the shared digits (`--all-data`) and how many digits
-it says 0.975 would need. The fit is an extrapolation, printed as one; the rows are measurements.
+Reads the rows `digits_accuracy.py` wrote for the `fast` recipe on a quarter, a half and all of
+the training photos (and with 5% validation, `fast_val5`), fits a power law to the error rate
+(error = a * digits^-b), and prints what it predicts for a model trained on all the shared digits
+(`--all-data`) and how many digits it says 0.975 would need. The fit is an extrapolation, printed
+as one; the rows are measurements. Rows of `--rescore RUN... --last` (each run's last epoch, no
+choice of epoch on validation) name their run folder, CONFIG_seedN, instead of config and seed.
 
-    python benchmarks/digits_accuracy.py --configs fast_quarter,fast_half,fast --seeds 2 --jobs 2 \\
-        --threads 1 --device cpu --out rows.jsonl
+    python benchmarks/digits_accuracy.py --configs fast_quarter,fast_half,fast,fast_val5 --seeds 2 \\
+        --jobs 2 --threads 1 --device cpu --keep runs/levers
+    python benchmarks/digits_accuracy.py --rescore runs/levers/fast_* --last > rows.jsonl
     python benchmarks/learning_curve.py rows.jsonl --plot docs/results/learning_curve.png
 """
 
@@ -40,6 +43,14 @@ def training_digits(digits, config: str, seed: int) -> int:
     return len(split_for_training(data, cfg)[0])
 
 
+def named(row: dict) -> dict:
+    """A rescore row ({"run": ".../fast_half_seed1", ...}) with the config and seed of its folder."""
+    if "config" not in row and "run" in row:
+        config, _, seed = Path(row["run"]).name.rpartition("_seed")
+        row = {**row, "config": config, "seed": int(seed)}
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rows", nargs="+", help="JSON-lines files written by digits_accuracy.py --out")
@@ -51,7 +62,7 @@ def main() -> None:
     from housenum.train import TrainConfig, split_for_training
 
     digits = load_digits(args.data)
-    runs = [json.loads(line) for f in args.rows for line in Path(f).read_text().splitlines() if line.strip()]
+    runs = [named(json.loads(line)) for f in args.rows for line in Path(f).read_text().splitlines() if line.strip()]
     runs = [r for r in runs if r.get("config") in CURVE]
     if {r["config"] for r in runs} != set(CURVE):
         sys.exit(f"need rows of all of {', '.join(CURVE)}; found {sorted({r['config'] for r in runs})}")
