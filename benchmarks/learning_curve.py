@@ -53,7 +53,7 @@ def named(row: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("rows", nargs="+", help="JSON-lines files written by digits_accuracy.py --out")
+    parser.add_argument("rows", nargs="+", help="JSON lines of digits_accuracy.py (--out, or what --rescore prints)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "svhn" / "crops.npz"))
     parser.add_argument("--plot", default=None, help="also draw the curve into this PNG")
     args = parser.parse_args()
