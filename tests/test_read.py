@@ -362,6 +362,41 @@ def test_heatmap_loss_leads_the_maps_to_the_true_box():
     assert np.abs(found[:, 2:] - target[:, 2:].numpy()).max() < 0.05
 
 
+def test_zoomed_out_localiser_views_show_the_backdrop_past_the_photo_and_keep_the_box():
+    import torch
+
+    from housenum.train_reader import PhotoTensors, ReaderTrainConfig, localizer_batch
+
+    n = 4
+    data = PhotoTensors(loc=torch.full((n, 3, 64, 128), 204, dtype=torch.uint8),
+                        loc_box=torch.tensor([[0.25, 0.25, 0.75, 0.75]] * n), context=torch.zeros(n, 3, 96, 96),
+                        length=torch.ones(n, dtype=torch.long), digits=torch.zeros(n, 5, dtype=torch.long),
+                        digit_boxes=torch.zeros(n, 5, 4))
+    cfg = ReaderTrainConfig(loc_zoom=(0.5, 0.5), loc_shift=0.0, jitter=0.0, p_invert=0.0)
+    backdrop = torch.full((2, 3, 64, 128), 51, dtype=torch.uint8)
+    idx = torch.arange(n)
+    smeared, target = localizer_batch(data, idx, cfg, torch.Generator().manual_seed(0))
+    framed, framed_target = localizer_batch(data, idx, cfg, torch.Generator().manual_seed(0), backdrop)
+    assert torch.allclose(smeared, torch.tensor(0.8))                     # the edge smeared outwards
+    assert torch.allclose(framed[:, :, 32, 64], torch.tensor(0.8))          # the photo, half size, centred
+    assert torch.allclose(framed[:, :, :8], torch.tensor(0.2))                # real scenery around it
+    assert torch.allclose(framed[:, :, :, -16:], torch.tensor(0.2))
+    assert torch.allclose(target, framed_target)
+    assert target[0].tolist() == pytest.approx([0.5, 0.5, np.log(0.25), np.log(0.25)], abs=1e-5)
+
+
+def test_train_reader_with_scenery_backdrops(svhn_dir, tmp_path, tiny_run):
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    lines: list[str] = []
+    cfg = ReaderTrainConfig(**{**tiny_run.cfg.__dict__, "loc_backdrop": "scenery", "loc_zoom": (0.5, 1.0)})
+    train_reader(cfg, tmp_path / "scenery", photos=tiny_run.photos, progress=lines.append)
+    assert any(line.startswith("localiser backdrops:") for line in lines)
+    with pytest.raises(ModelError, match="unknown localiser backdrop 'wall'"):
+        train_reader(ReaderTrainConfig(**{**tiny_run.cfg.__dict__, "loc_backdrop": "wall"}), tmp_path / "x",
+                     photos=tiny_run.photos)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(svhn_dir, tmp_path_factory) -> SimpleNamespace:
     """A tiny reader (box localiser) trained for one epoch on 100 real photos, to start runs from."""

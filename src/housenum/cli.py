@@ -347,6 +347,9 @@ def train_reader_cmd(
                                                                "shows the number smaller, as in looser photos).")
                         ] = (0.85, 1.25),
     loc_shift: Annotated[float, typer.Option(help="Localiser view shift, up to this share of the photo.")] = 0.1,
+    loc_backdrop: Annotated[str, typer.Option(help="What a zoomed-out or shifted localiser view shows past the "
+                                                   "photo's edge: 'border' (the edge smeared) or 'scenery' "
+                                                   "(number-free parts of other training photos).")] = "border",
     workers: Annotated[int, typer.Option(help="Processes drawing synthetic photos.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Epochs between validations and checkpoints.")] = 1,
     init: Annotated[Path | None, typer.Option(help="Start from this reader run folder or .pt.")] = None,
@@ -371,6 +374,7 @@ def train_reader_cmd(
         raise typer.BadParameter(f"choose from {', '.join(ARCHS)}", param_hint="--arch")
     cfg = ReaderTrainConfig(data=data, holdout=holdout or None, val_fraction=val_fraction, fold=fold,
                             epochs=epochs, minutes=minutes, loc_zoom=loc_zoom, loc_shift=loc_shift,
+                            loc_backdrop=loc_backdrop,
                             batch_size=batch_size, lr=lr, real_fraction=real_fraction,
                             synthetic=synthetic, synthetic_empty=synthetic_empty, arch=ARCHS[arch].as_dict(),
                             workers=workers, eval_every=eval_every, init=str(init) if init else None,

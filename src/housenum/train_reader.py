@@ -41,6 +41,7 @@ READER_FORMAT = "housenum-reader/1"
 # Parts of real photos away from the labelled number that the networks read this sure are mostly
 # unlabelled real digits (a gallery of the 48 surest: about half), so they are not taught as "no number".
 HARD_NEGATIVE_SKIP = 0.9
+LOC_BACKDROPS = ("border", "scenery")
 
 
 @dataclass
@@ -68,6 +69,7 @@ class ReaderTrainConfig:
     shift: float = 0.12              # reader crop centre offset, up to this many box sizes
     loc_zoom: tuple[float, float] = (0.85, 1.25)   # log-uniform; below 1 zooms out (numbers smaller)
     loc_shift: float = 0.1           # localiser view shift, fraction of the photo
+    loc_backdrop: str = "border"     # beyond a zoomed-out photo's edge: "border" (smeared) or "scenery"
     jitter: float = 0.35             # brightness/contrast jitter, both views
     p_invert: float = 0.2            # light-on-dark <-> dark-on-light
     arch: dict = field(default_factory=lambda: ARCHS["small"].as_dict())  # widths; see models.reader.ARCHS
@@ -245,6 +247,12 @@ def number_free_regions(photos: NumberSet, margin: float = 0.1) -> list[Image.Im
     return out
 
 
+def scenery(photos: NumberSet) -> list[Image.Image]:
+    """Number-free parts of real photos no taller than wide (squeezed into the localiser's 1:2
+    view, taller ones would be smeared flat): what lies beyond the edge of a loosely framed photo."""
+    return [r for r in number_free_regions(photos) if r.width >= r.height]
+
+
 def hard_negatives(localizer: torch.nn.Module, reader: torch.nn.Module, images: list,
                    device: torch.device | str = "cpu", skip_above: float | None = None,
                    batch_size: int = 256) -> PhotoTensors:
@@ -314,9 +322,14 @@ def _colour(x: torch.Tensor, cfg: ReaderTrainConfig, gen: torch.Generator) -> to
     return x.clamp_(0, 1)
 
 
-def localizer_batch(data: PhotoTensors, idx: torch.Tensor, cfg: ReaderTrainConfig,
-                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zoomed, shifted, mirrored whole-photo views and their targets (cx, cy, log w, log h)."""
+def localizer_batch(data: PhotoTensors, idx: torch.Tensor, cfg: ReaderTrainConfig, gen: torch.Generator,
+                    backdrop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zoomed, shifted, mirrored whole-photo views and their targets (cx, cy, log w, log h).
+
+    Where a view reaches past the photo's edge it shows the edge smeared outwards, or, with
+    `backdrop` (M, 3, 64, 128) uint8, a random one of those views: real scenery around the photo,
+    as a loosely framed photo has, rather than a smear that tells where the photo (and so the
+    number) is."""
     x = data.loc[idx.to(data.loc.device)].float().div_(255)
     box = data.loc_box[idx].clone()
     n = len(idx)
@@ -331,7 +344,14 @@ def localizer_batch(data: PhotoTensors, idx: torch.Tensor, cfg: ReaderTrainConfi
     theta[:, 0, 2] = 2 * tx
     theta[:, 1, 2] = 2 * ty
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if backdrop is None:
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    else:
+        inside = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        pick = torch.randint(len(backdrop), (n,), generator=gen).to(backdrop.device)
+        x = x + (1 - inside) * backdrop[pick].float().div_(255)
     # a view point u maps to photo point theta @ u, so a photo point p is seen at (p - t) / scale
     u = box * 2 - 1                                   # (l, t, r, b) in [-1, 1]
     ux = (u[:, [0, 2]] - 2 * tx[:, None]) * zoom[:, None] * sign[:, None]
@@ -441,6 +461,8 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
 
     if cfg.reader_only and cfg.localizer_only:
         raise ModelError("--reader-only and --localizer-only together leave nothing to train")
+    if cfg.loc_backdrop not in LOC_BACKDROPS:
+        raise ModelError(f"unknown localiser backdrop {cfg.loc_backdrop!r}: choose {' or '.join(LOC_BACKDROPS)}")
     if (cfg.reader_only or cfg.hard_negatives) and (not cfg.init or cfg.new_localizer):
         raise ModelError("--reader-only and --hard-negatives need the localiser of --init (and no --new-localizer)")
 
@@ -492,6 +514,13 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
         if len(negatives):
             pools.append(negatives)
             n_neg = max(1, round(cfg.batch_size * cfg.negative_fraction))
+    backdrop = None
+    if cfg.loc_backdrop == "scenery" and not cfg.reader_only:
+        regions = scenery(train_set) if train_set is not None else []
+        if not regions:
+            raise ModelError("--loc-backdrop scenery needs real training photos with number-free parts")
+        backdrop = _nchw(np.stack([localizer_view(r) for r in regions])).to(device)
+        say(f"localiser backdrops: {len(regions)} number-free parts of the training photos")
     for pool in pools:  # the pixels live on the device; targets stay on the CPU with the sampler
         pool.loc, pool.context = pool.loc.to(device), pool.context.to(device)
     has_box = [torch.nonzero(~p.loc_box[:, 0].isnan()).flatten() for p in pools]
@@ -534,7 +563,7 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             if not cfg.reader_only:
                 loc_parts = [(k, loc_rows[k][torch.randint(len(loc_rows[k]), (len(i),), generator=gen)])
                              for k, i in parts]
-                loc_batches = [localizer_batch(pools[k], i, cfg, gen) for k, i in loc_parts]
+                loc_batches = [localizer_batch(pools[k], i, cfg, gen, backdrop) for k, i in loc_parts]
                 lx = torch.cat([b[0] for b in loc_batches]).contiguous(memory_format=torch.channels_last)
                 lt = torch.cat([b[1] for b in loc_batches]).to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
