@@ -247,10 +247,10 @@ def number_free_regions(photos: NumberSet, margin: float = 0.1) -> list[Image.Im
     return out
 
 
-def scenery(photos: NumberSet) -> list[Image.Image]:
-    """Number-free parts of real photos no taller than wide (squeezed into the localiser's 1:2
-    view, taller ones would be smeared flat): what lies beyond the edge of a loosely framed photo."""
-    return [r for r in number_free_regions(photos) if r.width >= r.height]
+def scenery(regions: list[Image.Image]) -> list[Image.Image]:
+    """The number-free regions no taller than wide (squeezed into the localiser's 1:2 view, taller
+    ones would be smeared flat): what lies beyond the edge of a loosely framed photo."""
+    return [r for r in regions if r.width >= r.height]
 
 
 def hard_negatives(localizer: torch.nn.Module, reader: torch.nn.Module, images: list,
@@ -499,12 +499,14 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
 
     pools = [real] + ([synthetic] if synthetic is not None and len(synthetic) else [])
     n_neg = 0
+    backdrop_wanted = cfg.loc_backdrop == "scenery" and not cfg.reader_only
+    regions = number_free_regions(train_set) if train_set is not None and (cfg.hard_negatives or backdrop_wanted) \
+        else []
     if cfg.hard_negatives:
         from housenum.data.synthetic import synthetic_empty
 
         # seeded apart from the synthetic pool and from the benchmark's walls (seed 777)
         walls = synthetic_empty(cfg.hard_negatives, seed=10_000 + cfg.synthetic_seed)
-        regions = number_free_regions(train_set) if train_set is not None else []
         mined = [hard_negatives(localizer, reader, walls, device)]
         if regions:
             mined.append(hard_negatives(localizer, reader, regions, device, skip_above=HARD_NEGATIVE_SKIP))
@@ -515,12 +517,12 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             pools.append(negatives)
             n_neg = max(1, round(cfg.batch_size * cfg.negative_fraction))
     backdrop = None
-    if cfg.loc_backdrop == "scenery" and not cfg.reader_only:
-        regions = scenery(train_set) if train_set is not None else []
-        if not regions:
+    if backdrop_wanted:
+        views = [localizer_view(r) for r in scenery(regions)]
+        if not views:
             raise ModelError("--loc-backdrop scenery needs real training photos with number-free parts")
-        backdrop = _nchw(np.stack([localizer_view(r) for r in regions])).to(device)
-        say(f"localiser backdrops: {len(regions)} number-free parts of the training photos")
+        backdrop = _nchw(np.stack(views)).to(device)
+        say(f"localiser backdrops: {len(views)} number-free parts of the training photos")
     for pool in pools:  # the pixels live on the device; targets stay on the CPU with the sampler
         pool.loc, pool.context = pool.loc.to(device), pool.context.to(device)
     has_box = [torch.nonzero(~p.loc_box[:, 0].isnan()).flatten() for p in pools]
