@@ -2,7 +2,7 @@
 
 import torch
 
-from housenum.data.augment import Augment, augment_batch
+from housenum.data.augment import Augment, augment_batch, mixup, swap_sides
 
 STILL = dict(translate=0.0, scale=0.0, rotate=0.0, jitter=0.0)   # no warp, no colour change
 
@@ -50,3 +50,26 @@ def test_shear_slants_a_vertical_bar():
     assert (slope > 1).any() and (slope < -1).any()         # both directions
     torch.testing.assert_close(run(Augment(**STILL), x), x, atol=1e-5, rtol=0)
 
+
+
+def test_swap_sides_gives_chosen_images_another_crops_sides_and_keeps_their_centre():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 32, 32) * 0.5
+    x[:, :, :, 12:20] = 1.0                                   # each image's "digit": a bright centre
+    out = swap_sides(x, 1.0, gen)
+    torch.testing.assert_close(out[:, :, :, 7:25], x[:, :, :, 7:25])   # the centre is never touched
+    changed = (out[:, :, :, :3] != x[:, :, :, :3]).flatten(1).any(1)
+    assert changed.float().mean() > 0.9          # every image but one that drew itself as donor
+    # a donor's strip is brought to the receiver's brightness: its mean stays close to the receiver's
+    assert (out.mean(dim=(1, 2, 3)) - x.mean(dim=(1, 2, 3))).abs().max() < 0.1
+    untouched = swap_sides(x, 0.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(untouched, x)
+
+
+def test_mixup_blends_each_image_with_its_partner_by_one_weight():
+    x = torch.rand(16, 3, 32, 32)
+    mixed, perm, lam = mixup(x, 0.2, torch.Generator().manual_seed(3))
+    assert 0.0 <= lam <= 1.0
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[perm])
+    again = mixup(x, 0.2, torch.Generator().manual_seed(3))
+    assert again[2] == lam and torch.equal(again[1], perm)        # replays from the generator

@@ -97,6 +97,21 @@ def test_strong_recipe_runs_with_augmentation_and_ema(tmp_path):
     assert load_model(tmp_path).channels == 3
 
 
+def test_mixup_and_side_swaps_replay_by_seed_and_change_the_training(small_npz, tmp_path):
+    data = load_digits(str(small_npz))
+
+    def weights(name, **levers):
+        cfg = TrainConfig(model="cnn1", recipe="strong", epochs=1, batch_size=64, seed=5, **levers)
+        train(cfg, tmp_path / name, data=data, progress=False)
+        return read_checkpoint(tmp_path / name / "last.pt")["model_state"]
+
+    a, b = weights("a", mixup=0.2, swap_sides=0.5), weights("b", mixup=0.2, swap_sides=0.5)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["mixup"] == 0.2
+    for other in (weights("mixup", mixup=0.2), weights("swap", swap_sides=0.5)):   # each lever on its own
+        assert any(not torch.equal(a[k], other[k]) for k in a)
+
+
 def test_distillation_follows_the_teachers_not_the_labels(small_npz, tmp_path):
     """A teacher taught labels shifted by one; a student with all its loss on the teacher learns the shift."""
     raw = dict(np.load(small_npz))

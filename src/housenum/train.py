@@ -25,7 +25,7 @@ from torch import nn
 from housenum import plots
 from housenum.checkpoint import checkpoint_path, load_model, read_checkpoint, save_checkpoint
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
-from housenum.data.augment import Augment, augment_batch
+from housenum.data.augment import Augment, augment_batch, mixup
 from housenum.data.splits import validation_split
 from housenum.errors import ModelError
 from housenum.io import atomic_open, write_text
@@ -75,6 +75,8 @@ class TrainConfig:
     shear: float = 0.0               # augmentation: max shear, degrees (0: off)
     invert: float = 0.0              # augmentation: probability of inverting a digit's colours
     shuffle_channels: bool = False   # augmentation: permute the colour channels
+    swap_sides: float = 0.0          # augmentation: probability of another crop's side strips (neighbours)
+    mixup: float = 0.0               # mixup's Beta(alpha, alpha) parameter (0: off)
     teachers: list[str] = field(default_factory=list)  # run folders whose mean prediction is also a target
     distill_weight: float = 0.5      # share of the loss that follows the teachers (when there are any)
     init: str | None = None          # start from this run folder's (or .pt's) weights, e.g. a synthetic pretraining
@@ -195,6 +197,16 @@ def predict_logits(model: nn.Module, images: torch.Tensor | np.ndarray, batch_si
     return torch.cat(out) if out else torch.empty(0, 10)
 
 
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor | None, lam: float,
+                   label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy against `target` (labels or probabilities), or under mixup the blend of the
+    losses against both blended images' targets."""
+    loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+    if perm is None:
+        return loss
+    return lam * loss + (1 - lam) * F.cross_entropy(logits.float(), target[perm], label_smoothing=label_smoothing)
+
+
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> tuple[float, float]:
     logits = predict_logits(model, x, device=device)
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
@@ -303,8 +315,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     use_amp = device.type == "cuda"
-    aug = Augment(cutout=cfg.cutout, shear=cfg.shear, invert=cfg.invert,
-                  shuffle_channels=cfg.shuffle_channels) if cfg.augment else None
+    aug = Augment(cutout=cfg.cutout, shear=cfg.shear, invert=cfg.invert, shuffle_channels=cfg.shuffle_channels,
+                  swap_sides=cfg.swap_sides) if cfg.augment else None
     gen = torch.Generator().manual_seed(cfg.seed)
 
     history: list[dict] = []
@@ -341,12 +353,15 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             y = y_train[idx].to(device, non_blocking=True)
             if aug is not None:
                 x = augment_batch(x, aug, gen)
+            perm, lam = None, 1.0
+            if cfg.mixup:
+                x, perm, lam = mixup(x, cfg.mixup, gen)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = _cross_entropy(logits, y, perm, lam, cfg.label_smoothing)
             if soft is not None:
-                taught = F.cross_entropy(logits.float(), soft[idx].to(device, non_blocking=True))
+                taught = _cross_entropy(logits, soft[idx].to(device, non_blocking=True), perm, lam)
                 loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -19,11 +19,14 @@ class Augment:
     shear: float = 0.0       # max horizontal shear, degrees (slanted fonts)
     invert: float = 0.0      # probability of inverting the colours (light on dark <-> dark on light)
     shuffle_channels: bool = False  # permute the colour channels (the digit's colour says nothing)
+    swap_sides: float = 0.0  # probability of showing another crop's left and right strips (new neighbours)
 
 
 def augment_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
     """x: float (N, C, H, W) in 0..1 -> augmented copy, reflecting at the borders."""
     n = x.shape[0]
+    if aug.swap_sides:
+        x = swap_sides(x, aug.swap_sides, gen)
 
     def uniform(limit: float) -> torch.Tensor:
         return (torch.rand(n, generator=gen) * 2 - 1) * limit
@@ -60,3 +63,33 @@ def augment_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.
         hole = ((ys - cy).abs() <= half) & ((xs - cx).abs() <= half)
         out = out.masked_fill(hole.unsqueeze(1), 0.5)
     return out
+
+
+def swap_sides(x: torch.Tensor, p: float, gen: torch.Generator, widths: tuple[int, int] = (3, 7)) -> torch.Tensor:
+    """With probability `p` per image, its left and right strips (`widths` px each, drawn per image)
+    become another image's of the batch, brought to its brightness and contrast.
+
+    An SVHN crop is a square around one digit, so its sides show parts of the neighbouring digits;
+    the label is the centre digit only. New neighbours teach the network to look at the centre:
+    a share of its errors name a neighbour. Measured: no gain, nor fewer such errors (docs/experiments.md)."""
+    n, _, _, w = x.shape
+    chosen = (torch.rand(n, generator=gen) < p).to(x.device)
+    donor = torch.randperm(n, generator=gen).to(x.device)
+    side = torch.randint(widths[0], widths[1] + 1, (n,), generator=gen).to(x.device).view(n, 1, 1, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    strip = ((cols < side) | (cols >= w - side)) & chosen.view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True) + 1e-3
+    matched = ((x[donor] - mean[donor]) / std[donor] * std + mean).clamp(0, 1)
+    return torch.where(strip, matched, x)
+
+
+def mixup(x: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018): the batch blended with a shuffled copy of itself by one weight
+    lam ~ Beta(alpha, alpha); the loss is lam * loss(y) + (1 - lam) * loss(y[perm]).
+    Returns (blended, perm, lam). lam is drawn from `gen` (inverse CDF), so runs replay exactly."""
+    from scipy.special import betaincinv
+
+    lam = float(betaincinv(alpha, alpha, float(torch.rand(1, generator=gen))))
+    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    return lam * x + (1 - lam) * x[perm], perm, lam
