@@ -51,19 +51,18 @@ def test_shear_slants_a_vertical_bar():
     torch.testing.assert_close(run(Augment(**STILL), x), x, atol=1e-5, rtol=0)
 
 
-
 def test_swap_sides_gives_chosen_images_another_crops_sides_and_keeps_their_centre():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(64, 3, 32, 32) * 0.5
-    x[:, :, :, 12:20] = 1.0                                   # each image's "digit": a bright centre
-    out = swap_sides(x, 1.0, gen)
+    x = torch.rand(64, 3, 32, 32) * 0.2
+    x[32:] += 0.7                                             # half the crops dark, half bright
+    x[:, :, :, 12:20] = 0.5                                   # each crop's "digit": a mid-grey centre
+    out = swap_sides(x, 1.0, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out[:, :, :, 7:25], x[:, :, :, 7:25])   # the centre is never touched
     changed = (out[:, :, :, :3] != x[:, :, :, :3]).flatten(1).any(1)
-    assert changed.float().mean() > 0.9          # every image but one that drew itself as donor
-    # a donor's strip is brought to the receiver's brightness: its mean stays close to the receiver's
-    assert (out.mean(dim=(1, 2, 3)) - x.mean(dim=(1, 2, 3))).abs().max() < 0.1
-    untouched = swap_sides(x, 0.0, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(untouched, x)
+    assert changed.float().mean() > 0.9          # every crop but one that drew itself as donor
+    # a bright donor's strips shown on a dark crop are brought to the dark crop's level, and back
+    # (matched, a crop's mean moves by at most 0.09 here; unmatched, by up to 0.31)
+    assert (out.mean(dim=(1, 2, 3)) - x.mean(dim=(1, 2, 3))).abs().max() < 0.15
+    torch.testing.assert_close(swap_sides(x, 0.0, torch.Generator().manual_seed(0)), x)
 
 
 def test_mixup_blends_each_image_with_its_partner_by_one_weight():
