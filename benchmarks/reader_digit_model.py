@@ -17,7 +17,8 @@ instead, for `benchmarks/reader_cv.py RUN:K:DIGIT_RUN`:
 With --all-data it trains as the shipped digit model does (crops.npz's test split too, 5% of the
 photos for validation, the last epoch kept), still without the reader's photos:
 
-    python benchmarks/reader_digit_model.py --model resnet_fast --all-data --epochs 25 --out runs/digits_noreader_all
+    python benchmarks/reader_digit_model.py --model resnet_fast --all-data --epochs 25 --mixup 0.2 \\
+        --out runs/digits_noreader_all
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--all-data", action="store_true",
                         help="also train on crops.npz's test split; 5%% of the photos for validation; last epoch")
     parser.add_argument("--epochs", type=int, help="default: the model's")
+    parser.add_argument("--mixup", type=float, default=0.0, help="mixup's alpha (the shipped digit model: 0.2)")
     args = parser.parse_args()
 
     import numpy as np
@@ -70,7 +72,7 @@ def main() -> None:
         np.savez(data, **arrays)
         cfg = TrainConfig(model=args.model, data=str(data), threads=args.threads, epochs=args.epochs,
                           all_data=args.all_data, val_fraction=0.05 if args.all_data else 0.2,
-                          checkpoint="last" if args.all_data else "best")
+                          checkpoint="last" if args.all_data else "best", mixup=args.mixup)
         result = train(cfg, args.out)
     print(f"{args.out}: best validation accuracy {result.best_val_acc:.4f} in {result.train_seconds:.0f} s")
 

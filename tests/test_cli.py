@@ -78,7 +78,8 @@ def test_evaluate_says_when_a_model_trained_on_the_test_split(compared, small_np
     out, _ = compared
     assert json.loads(housenum("evaluate", out / "cnn1", "--data", small_npz, "--json").stdout)["held_out"]
     housenum("train", "--model", "ann1", "--data", small_npz, "--epochs", "1", "--all-data",
-             "--val-fraction", "0.05", "--out", tmp_path / "final")
+             "--val-fraction", "0.05", "--mixup", "0.2", "--out", tmp_path / "final")   # as the shipped model
+    assert json.loads((tmp_path / "final" / "config.json").read_text())["mixup"] == 0.2
     proc = housenum("evaluate", tmp_path / "final", "--json")
     assert json.loads(proc.stdout)["held_out"] is False
     assert "not held-out" in proc.stderr
