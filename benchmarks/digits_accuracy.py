@@ -49,6 +49,8 @@ CONFIGS: dict[str, dict] = {
     "fast_synth_init": {"model": "resnet_fast", "init": str(ROOT / "runs" / "levers" / "synth_pretrain")},
     "fast_swap_sides": {"model": "resnet_fast", "swap_sides": 0.5},   # new neighbours at the sides
     "fast_mixup": {"model": "resnet_fast", "mixup": 0.2},
+    "fast_mixup_0.1": {"model": "resnet_fast", "mixup": 0.1},   # the shipped 0.2 against half and double
+    "fast_mixup_0.4": {"model": "resnet_fast", "mixup": 0.4},
     "fast_val5": {"model": "resnet_fast", "n_folds": 20},   # validation 5% of training photos, not 20%
     # the learning curve: the fast recipe on a stable half / quarter of the training photos
     "fast_half": {"model": "resnet_fast", "train_photos": 0.5},
