@@ -1,4 +1,5 @@
-"""Inference speed of the shipped digit model on this CPU: ONNX Runtime and PyTorch eager.
+"""Inference speed of the shipped digit model on this CPU: ONNX Runtime (float32 and the 8-bit
+export, `housenum export --int8`) and PyTorch eager.
 
 Throughput at batch 256 (digits/s) and latency at batch 1 (ms per digit, median of many calls),
 on real digits from crops.npz, preprocessed as in serving. Targets: >= 10,000 digits/s at batch 256
@@ -60,6 +61,9 @@ def main() -> None:
     if onnx_file.exists():
         session = OnnxModel(onnx_file, threads=args.threads)
         runners["onnxruntime"] = session.run
+    int8_file = onnx_path_for(checkpoint_path(args.model), int8=True)
+    if int8_file.exists():
+        runners["onnxruntime int8"] = OnnxModel(int8_file, threads=args.threads).run
     model = loaded.model.eval()
 
     def torch_run(batch):
@@ -68,11 +72,11 @@ def main() -> None:
 
     runners["pytorch eager"] = torch_run
     print(f"model {loaded.name} ({loaded.path}), {args.threads} threads")
-    print(f"{'runtime':<16}{'batch 256 digits/s':>20}{'batch 1 ms/digit':>18}")
+    print(f"{'runtime':<18}{'batch 256 digits/s':>20}{'batch 1 ms/digit':>18}")
     for name, run in runners.items():
         rate, _ = measure(run, x, 256)
         _, latency = measure(run, x, 1)
-        print(f"{name:<16}{rate:>20.0f}{latency:>18.3f}", flush=True)
+        print(f"{name:<18}{rate:>20.0f}{latency:>18.3f}", flush=True)
 
 
 if __name__ == "__main__":

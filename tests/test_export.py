@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 from typer.testing import CliRunner
 
 from housenum.checkpoint import save_checkpoint
 from housenum.cli import app
-from housenum.export import HASH_KEY, OnnxModel, export_onnx, load_digit_recognizer, runtime_of
+from housenum.errors import ModelError
+from housenum.export import HASH_KEY, OnnxModel, export_onnx, load_digit_recognizer, onnx_path_for, runtime_of
 from housenum.models import create_model, model_spec
 from housenum.predict import DigitRecognizer
 from housenum.preprocess import pixels_to_tensor
@@ -72,3 +74,47 @@ def test_server_runtime_follows_the_export(tmp_path, crops):
 
     make_checkpoint(ckpt, "cnn1", seed=1)  # retrained: the export beside it is now stale
     assert runtime_of(load_digit_recognizer(ckpt)) == "pytorch"
+
+
+def test_int8_export_of_the_shipped_model_reads_as_the_float_one(tmp_path, svhn_dir, crops):
+    """The 8-bit export must keep the trained model's answers, not merely run."""
+    out = tmp_path / "digits.int8.onnx"
+    report = export_onnx(None, out=out, parity_data=str(svhn_dir / "crops.npz"), n_parity=256, int8=True)
+    assert report.precision == "int8" and report.as_json()["precision"] == "int8"
+    assert report.argmax_agreement >= 0.99
+    assert out.stat().st_size < 0.4 * onnx_path_for(report.checkpoint).stat().st_size
+    quantized = OnnxModel(out)
+    assert quantized.metadata["housenum_precision"] == "int8"
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(out)).graph.node)
+
+    shipped_int8 = load_digit_recognizer(None, int8=True)  # the export that ships beside digits.pt
+    assert runtime_of(shipped_int8) == "onnxruntime-int8"
+    images = list(crops["X"][-200:])
+    float_digits = [p.digit for p in load_digit_recognizer(None).predict(images)]
+    int8_digits = [p.digit for p in shipped_int8.predict(images)]
+    assert np.mean(np.equal(float_digits, int8_digits)) >= 0.99
+
+
+def test_int8_needs_a_matching_export(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "run" / "best.pt", "cnn1")
+    with pytest.raises(ModelError, match="housenum export .* --int8"):
+        load_digit_recognizer(ckpt, int8=True)
+    result = CliRunner().invoke(app, ["export", str(ckpt), "--int8", "--data", "synthetic:300", "--n", "16",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["path"] == str(tmp_path / "run" / "best.int8.onnx")
+    assert runtime_of(load_digit_recognizer(ckpt, int8=True)) == "onnxruntime-int8"
+    assert runtime_of(load_digit_recognizer(ckpt)) == "pytorch"  # the float export is still its own choice
+
+    make_checkpoint(ckpt, "cnn1", seed=1)  # retrained: a stale int8 export is refused, not used
+    with pytest.raises(ModelError, match="another checkpoint"):
+        load_digit_recognizer(ckpt, int8=True)
+
+
+def test_serve_int8_setting_travels_to_the_workers(monkeypatch):
+    from housenum.serve.app import Settings
+
+    for value, expected in ((True, True), (False, False)):
+        for key, raw in Settings(int8=value, threads=2).to_env().items():
+            monkeypatch.setenv(key, raw)
+        assert Settings.from_env().int8 is expected

@@ -234,17 +234,24 @@ def serve_cmd(
         min=1, help="Most single-image requests run together in one model call when they queue (1: never).")] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per worker; default: all cores.")
                        ] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Serve digits with the model's 8-bit export "
+                                       "(`housenum export --int8`; the shipped model has one): ~1.8x faster.")
+                    ] = False,
 ) -> None:
     """Run the HTTP service: the web page at /, the API under /v1, API docs at /docs, /healthz, /metrics."""
     from housenum.checkpoint import checkpoint_path
     from housenum.serve.app import Settings, serve
 
     checkpoint_path(digit_model)  # a missing model is one clear line here, not a traceback in each worker
+    if int8:
+        from housenum.export import load_digit_recognizer
+
+        load_digit_recognizer(digit_model, int8=True)  # likewise a missing or stale int8 export
     settings = Settings(digit_model=str(digit_model) if digit_model else None,
                         number_model=str(number_model) if number_model else None,
                         max_bytes=int(max_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000),
                         max_batch=max_batch, max_merge=max_merge, threads=threads,
-                        examples=str(examples) if examples else None)
+                        examples=str(examples) if examples else None, int8=int8)
     typer.echo(f"housenum: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
     serve(settings, host, port, workers)
 
@@ -258,6 +265,9 @@ def export_cmd(
     data: Annotated[str | None, typer.Option("--data", help="Digits for the parity check; default: the run's.")
                     ] = None,
     n: Annotated[int, typer.Option(min=1, help="How many test digits the parity check runs.")] = 512,
+    int8: Annotated[bool, typer.Option("--int8", help="Quantize to 8 bits, scaled on the data's training digits "
+                                       "(best.int8.onnx; about 1.8x faster on a CPU, `housenum serve --int8`).")
+                    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a digit model to ONNX (dynamic batch) and check it against PyTorch on real digits.
@@ -267,12 +277,12 @@ def export_cmd(
     if fmt != "onnx":
         _err(f"unknown format '{fmt}'; only 'onnx' is supported")
         raise typer.Exit(2)
-    report = export_onnx(run, out, data, n)
+    report = export_onnx(run, out, data, n, int8=int8)
     if as_json:
         typer.echo(json.dumps(report.as_json()))
         return
-    typer.echo(f"{report.model}: wrote {report.path} ({report.path.stat().st_size / 1e6:.2f} MB) "
-               f"from {report.checkpoint}")
+    typer.echo(f"{report.model}: wrote {report.path} ({report.precision}, "
+               f"{report.path.stat().st_size / 1e6:.2f} MB) from {report.checkpoint}")
     typer.echo(f"parity on {report.n_parity} digits of {report.parity_data}: max abs diff of logits "
                f"{report.max_abs_diff:.2e}, same top digit {report.argmax_agreement:.2%}")
 

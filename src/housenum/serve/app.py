@@ -45,13 +45,18 @@ class Settings:
     max_merge: int = 32  # single-image requests run together when they queue (1: never)
     threads: int | None = None  # intra-op threads for PyTorch / ONNX Runtime; None: their default
     examples: str | None = None  # folder of example photos shown on the page
+    int8: bool = False  # digits on the checkpoint's 8-bit export (`housenum export --int8`)
 
     @classmethod
     def from_env(cls) -> Settings:
-        values = {}
+        values: dict[str, object] = {}
         for f in fields(cls):
             raw = os.environ.get(ENV_PREFIX + f.name.upper())
-            if raw:
+            if not raw:
+                continue
+            if f.name == "int8":
+                values[f.name] = raw.lower() in ("1", "true", "yes")
+            else:
                 values[f.name] = int(raw) if f.name.startswith(("max_", "threads")) else raw
         return cls(**values)
 
@@ -126,7 +131,8 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
         import torch
 
         torch.set_num_threads(settings.threads)
-    models = models or load_served_models(settings.digit_model, settings.number_model, settings.threads)
+    models = models or load_served_models(settings.digit_model, settings.number_model, settings.threads,
+                                           int8=settings.int8)
     metrics = Metrics()
     app = FastAPI(title="housenum", version="1", docs_url=None, redoc_url=None,
                   description="Read house numbers and digits from photos. Send an image as multipart "

@@ -39,8 +39,8 @@ class ServedModels:
 
 
 def load_served_models(digit_model: str | Path | None, number_model: str | Path | None,
-                       threads: int | None = None) -> ServedModels:
-    digits = load_digit_recognizer(digit_model, threads)
+                       threads: int | None = None, int8: bool = False) -> ServedModels:
+    digits = load_digit_recognizer(digit_model, threads, int8=int8)
     # one call ahead of the first request: allocators and kernels warm up here, not on a user's time
     digits.predict_arrays(np.zeros((1, 32, 32, digits.loaded.channels), np.uint8))
     models = ServedModels(digits, digit_card(digits))
