@@ -22,9 +22,11 @@ app.add_typer(data_app, name="data")
 DataOpt = Annotated[str, typer.Option(
     "--data", help="Dataset: a course .h5, an official *_32x32.mat, an .npz (X, y[, source_image]), "
     "'svhn', 'svhn:extra' (downloaded once into $HOUSENUM_DATA) or 'synthetic[:N]' (built in).")]
+MODEL_HELP = "Run folder or .pt, or 'fast' (the shipped small model); default: the shipped model."
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only on stdout.")]
 DigitModelOpt = Annotated[Path | None, typer.Option(
-    help="Digit model (run folder or .pt) that re-reads each digit the reader finds; default: the shipped one.")]
+    help="Digit model (run folder or .pt, or 'fast') that re-reads each digit the reader finds; default: the "
+         "shipped one.")]
 ReaderOnlyOpt = Annotated[bool, typer.Option(
     help="Trust the reader's own digit heads alone (no second opinion from the digit model).")]
 NoSearchOpt = Annotated[bool, typer.Option("--no-search", help="Do not read unsure photos again in windows "
@@ -143,7 +145,7 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    run: Annotated[Path | None, typer.Argument(help="Run folder or .pt; default: the shipped model.")] = None,
+    run: Annotated[Path | None, typer.Argument(help=MODEL_HELP)] = None,
     data: Annotated[str | None, typer.Option("--data", help="Dataset spec; default: the run's.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for report, confusion and mistakes PNGs.")] = None,
     as_json: JsonOpt = False,
@@ -197,7 +199,7 @@ def compare_cmd(
 @app.command("predict")
 def predict_cmd(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, any size or mode).")],
-    model: Annotated[Path | None, typer.Option(help="Run folder or .pt; default: the shipped model.")] = None,
+    model: Annotated[Path | None, typer.Option(help=MODEL_HELP)] = None,
     top_k: Annotated[int, typer.Option(min=1, max=10, help="How many candidates to list.")] = 3,
     as_json: JsonOpt = False,
 ) -> None:
@@ -221,7 +223,8 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own models.")] = 1,
     digit_model: Annotated[Path | None, typer.Option(
-        help="Run folder or .pt for /v1/digits; default: the shipped model. A .onnx beside it runs on ONNX Runtime.")
+        help="Run folder or .pt for /v1/digits, or 'fast' (the shipped small model); default: the shipped model. "
+             "A .onnx beside it runs on ONNX Runtime.")
     ] = None,
     number_model: Annotated[Path | None, typer.Option(help="Model for the house-number reader; default: its own.")
                             ] = None,
@@ -258,7 +261,7 @@ def serve_cmd(
 
 @app.command("export")
 def export_cmd(
-    run: Annotated[Path | None, typer.Argument(help="Run folder or .pt; default: the shipped model.")] = None,
+    run: Annotated[Path | None, typer.Argument(help=MODEL_HELP)] = None,
     fmt: Annotated[str, typer.Option("--format", help="Export format; only 'onnx'.")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Output file; default: beside the checkpoint (best.onnx).")
                    ] = None,

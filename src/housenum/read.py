@@ -151,7 +151,7 @@ def reader_checkpoint_path(model: str | Path | None) -> Path:
     """None: the shipped reader; a run folder: its best.pt (else last.pt); or a .pt file."""
     from housenum.checkpoint import checkpoint_path
 
-    return checkpoint_path(model, default=DEFAULT_READER, what="reader")
+    return checkpoint_path(model, default=DEFAULT_READER, what="reader", shipped={})
 
 
 class NumberReader:
