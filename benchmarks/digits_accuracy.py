@@ -54,6 +54,12 @@ CONFIGS: dict[str, dict] = {
     # the speed/accuracy trade-off: the shipped recipe on a quarter / a seventh of the network
     "small_mixup": {"model": "resnet_small", "mixup": 0.2},
     "tiny_mixup": {"model": "resnet_tiny", "mixup": 0.2},
+    # the fast model taught by the default's recipe (`--configs fast_mixup --seeds 1 --keep runs/tradeoff`
+    # makes the teacher): on the plain digits once, or on every augmented batch
+    "tiny_distill": {"model": "resnet_tiny", "mixup": 0.2,
+                     "teachers": [str(ROOT / "runs" / "tradeoff" / "fast_mixup_seed0")]},
+    "tiny_distill_online": {"model": "resnet_tiny", "mixup": 0.2, "distill_online": True,
+                            "teachers": [str(ROOT / "runs" / "tradeoff" / "fast_mixup_seed0")]},
     "fast_val5": {"model": "resnet_fast", "n_folds": 20},   # validation 5% of training photos, not 20%
     # the learning curve: the fast recipe on a stable half / quarter of the training photos
     "fast_half": {"model": "resnet_fast", "train_photos": 0.5},

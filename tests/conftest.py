@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -95,15 +96,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(digit_checkpoint, reader_model, svhn_dir, tmp_path_factory):
-    """Base URL of `housenum serve` running in a subprocess on a free loopback port."""
+@contextlib.contextmanager
+def serving(args: list[str], log_path: Path):
+    """`housenum serve ARGS` in a subprocess on a free loopback port; yields its base URL once healthy."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [sys.executable, "-m", "housenum.cli", "serve", "--port", str(port), "--threads", "1",
-           "--digit-model", str(digit_checkpoint), "--examples", str(svhn_dir / "numbers" / "images")]
-    if reader_model:
-        cmd += ["--number-model", reader_model]
+    cmd = [sys.executable, "-m", "housenum.cli", "serve", "--port", str(port), *args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -118,9 +115,22 @@ def server(digit_checkpoint, reader_model, svhn_dir, tmp_path_factory):
             proc.kill()
             pytest.fail(f"server did not start; log:\n{log_path.read_text()}")
         time.sleep(0.2)
-    yield url
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(digit_checkpoint, reader_model, svhn_dir, tmp_path_factory):
+    """Base URL of `housenum serve` running in a subprocess on a free loopback port."""
+    args = ["--threads", "1", "--digit-model", str(digit_checkpoint),
+            "--examples", str(svhn_dir / "numbers" / "images")]
+    if reader_model:
+        args += ["--number-model", reader_model]
+    with serving(args, tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url

@@ -97,7 +97,7 @@ def test_int8_export_of_the_shipped_model_reads_as_the_float_one(tmp_path, svhn_
 
 def test_int8_needs_a_matching_export(tmp_path):
     ckpt = make_checkpoint(tmp_path / "run" / "best.pt", "cnn1")
-    with pytest.raises(ModelError, match="housenum export .* --int8"):
+    with pytest.raises(ModelError, match="no int8 export .*`housenum export .* --int8`"):
         load_digit_recognizer(ckpt, int8=True)
     result = CliRunner().invoke(app, ["export", str(ckpt), "--int8", "--data", "synthetic:300", "--n", "16",
                                       "--json"])

@@ -5,12 +5,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from housenum.checkpoint import DEFAULT_DIGIT_MODEL
+from tests.conftest import serving
 
 
 
@@ -215,3 +221,24 @@ def test_openapi_docs_and_page_need_no_network(server):
     examples = httpx.get(f"{server}/v1/examples").json()["examples"]
     assert examples and httpx.get(f"{server}{examples[0]['url']}").content[:4] == b"\x89PNG"
     assert httpx.get(f"{server}/examples/..%2Fpasswd").status_code == 404
+
+
+# ---------------------------------------------------------------- the 8-bit runtime
+
+def test_serve_int8_runs_the_fast_models_8_bit_export(crops, tmp_path):
+    idx = np.random.default_rng(1).choice(len(crops["y"]), 24, replace=False)
+    with serving(["--threads", "1", "--digit-model", "fast", "--int8"], tmp_path / "server.log") as url:
+        models = httpx.get(f"{url}/v1/models").json()
+        assert models["digits"]["runtime"] == "onnxruntime-int8"
+        assert models["digits"]["name"] == "resnet_tiny" and models["digits"]["card"]["card"] == "DIGITS_FAST_CARD.md"
+        got = [httpx.post(f"{url}/v1/digits", files={"file": ("d.png", png_bytes(crops["X"][i]), "image/png")}).json()
+               for i in idx]
+    assert np.mean([g["digit"] for g in got] == crops["y"][idx]) >= 0.8
+
+
+def test_serve_int8_without_an_export_is_one_line(tmp_path):
+    shutil.copyfile(DEFAULT_DIGIT_MODEL, tmp_path / "digits.pt")   # no exports beside the copy
+    done = subprocess.run([sys.executable, "-m", "housenum.cli", "serve", "--digit-model", str(tmp_path / "digits.pt"),
+                           "--int8"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no int8 export beside") and "Traceback" not in done.stderr

@@ -112,15 +112,17 @@ def test_mixup_and_side_swaps_replay_by_seed_and_change_the_training(small_npz, 
         assert any(not torch.equal(a[k], other[k]) for k in a)
 
 
-def test_distillation_follows_the_teachers_not_the_labels(small_npz, tmp_path):
-    """A teacher taught labels shifted by one; a student with all its loss on the teacher learns the shift."""
+@pytest.mark.parametrize("levers", [{}, {"distill_online": True}], ids=["once", "online"])
+def test_distillation_follows_the_teachers_not_the_labels(small_npz, tmp_path, levers):
+    """A teacher taught labels shifted by one; a student with all its loss on the teacher learns the
+    shift, whether the teacher read the plain digits once or reads each batch online."""
     raw = dict(np.load(small_npz))
     shifted = tmp_path / "shifted.npz"
     np.savez(shifted, **{**raw, "y": (raw["y"] + 1) % 10})
     train(TrainConfig(model="cnn1", data=str(shifted), epochs=4, batch_size=32), tmp_path / "teacher", progress=False)
     data = load_digits(str(small_npz))
     result = train(TrainConfig(model="cnn1", epochs=4, batch_size=32, teachers=[str(tmp_path / "teacher")],
-                               distill_weight=1.0), tmp_path / "student", data=data, progress=False)
+                               distill_weight=1.0, **levers), tmp_path / "student", data=data, progress=False)
     assert json.loads((tmp_path / "student" / "config.json").read_text())["teachers"] == [str(tmp_path / "teacher")]
     assert result.best_val_acc < 0.2                           # validation scores the true labels
     predicted = predict_probs(load_model(tmp_path / "student"), data.test).argmax(1)

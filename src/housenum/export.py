@@ -191,24 +191,19 @@ def load_digit_recognizer(source: str | Path | None = None, threads: int | None 
     on PyTorch otherwise; preprocessing and outputs are the same either way. `spin`: see OnnxModel.
     `int8`: the quantized export (`housenum export --int8`), which must exist and match."""
     recognizer = DigitRecognizer(source)
-    onnx_file = onnx_path_for(recognizer.loaded.path, int8)
-    if int8:
-        if not onnx_file.exists():
-            raise ModelError(f"no int8 export beside {recognizer.loaded.path}: make one with "
-                             f"`housenum export {recognizer.loaded.path} --int8`")
-        onnx_model = OnnxModel(onnx_file, threads, spin)
-        if onnx_model.metadata.get(HASH_KEY) != file_sha256(recognizer.loaded.path):
-            raise ModelError(f"{onnx_file} was exported from another checkpoint than {recognizer.loaded.path}: "
-                             f"export it again with `housenum export {recognizer.loaded.path} --int8`")
-        recognizer.loaded = replace(recognizer.loaded, model=onnx_model)
-        return recognizer
+    checkpoint = recognizer.loaded.path
+    onnx_file = onnx_path_for(checkpoint, int8)
+    remake = f"make it with `housenum export {checkpoint} --int8`"
+    if int8 and not onnx_file.exists():
+        raise ModelError(f"no int8 export beside {checkpoint}: {remake}")
     if onnx_file.exists():
         onnx_model = OnnxModel(onnx_file, threads, spin)
-        if onnx_model.metadata.get(HASH_KEY) == file_sha256(recognizer.loaded.path):
+        if onnx_model.metadata.get(HASH_KEY) == file_sha256(checkpoint):
             recognizer.loaded = replace(recognizer.loaded, model=onnx_model)
+        elif int8:  # asked for by name: refuse rather than quietly serve another runtime
+            raise ModelError(f"{onnx_file} was exported from another checkpoint than {checkpoint}: {remake}")
         else:
-            log.warning("%s was exported from another checkpoint than %s; using PyTorch",
-                        onnx_file, recognizer.loaded.path)
+            log.warning("%s was exported from another checkpoint than %s; using PyTorch", onnx_file, checkpoint)
     return recognizer
 
 

@@ -79,6 +79,7 @@ class TrainConfig:
     mixup: float = 0.0               # mixup's Beta(alpha, alpha) parameter (0: off)
     teachers: list[str] = field(default_factory=list)  # run folders whose mean prediction is also a target
     distill_weight: float = 0.5      # share of the loss that follows the teachers (when there are any)
+    distill_online: bool = False     # teachers read each augmented batch, not the plain digits once
     init: str | None = None          # start from this run folder's (or .pt's) weights, e.g. a synthetic pretraining
     synthetic: int = 0               # synthetic digit crops added to the training split
     device: str = "auto"             # auto | cpu | cuda
@@ -232,6 +233,18 @@ def teacher_targets(runs: list[str], digits: DigitSet) -> torch.Tensor:
     return torch.stack(probs).mean(0)
 
 
+def load_teachers(runs: list[str], device: torch.device) -> list[nn.Module]:
+    """The teacher networks, for distillation on each augmented (and mixed) batch as the student sees it."""
+    return [load_model(run).model.to(device).to(memory_format=torch.channels_last).eval() for run in runs]
+
+
+@torch.no_grad()
+def teachers_read(teachers: list[nn.Module], x: torch.Tensor, use_amp: bool) -> torch.Tensor:
+    """The teachers' mean probabilities for this very batch (a mixed image gets one blended target)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        return torch.stack([torch.softmax(t(x).float(), 1) for t in teachers]).mean(0)
+
+
 class _EMA:
     """An exponential moving average of the weights (and a copy of the buffers)."""
 
@@ -291,7 +304,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
     train_set, val_set = split_for_training(data, cfg)
     x_train, y_train = as_tensor_nchw(train_set.images), torch.from_numpy(train_set.labels)
     x_val, y_val = as_tensor_nchw(val_set.images), torch.from_numpy(val_set.labels)
-    soft = teacher_targets(cfg.teachers, train_set) if cfg.teachers else None
+    online_teachers = load_teachers(cfg.teachers, device) if cfg.teachers and cfg.distill_online else None
+    soft = teacher_targets(cfg.teachers, train_set) if cfg.teachers and not cfg.distill_online else None
     if device.type == "cuda":
         x_train, y_train = x_train.pin_memory(), y_train.pin_memory()
 
@@ -362,6 +376,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             loss = _cross_entropy(logits, y, perm, lam, cfg.label_smoothing)
             if soft is not None:
                 taught = _cross_entropy(logits, soft[idx].to(device, non_blocking=True), perm, lam)
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
+            elif online_teachers:
+                taught = _cross_entropy(logits, teachers_read(online_teachers, x, use_amp), None, 1.0)
                 loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
