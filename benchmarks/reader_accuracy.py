@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--digit-model", default=None, help="run folder or .pt (default: the shipped one)")
     parser.add_argument("--reader-only", action="store_true", help="no second opinion from a digit model")
     parser.add_argument("--no-search", action="store_true", help="no window search for unsure photos")
+    parser.add_argument("--int8", action="store_true",
+                        help="the digit model's 8-bit export (`housenum export DIGIT_MODEL --int8`), as "
+                             "`housenum serve --int8` runs it")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "reader"), help="failures.png here")
     parser.add_argument("--walls", type=int, default=200, help="synthetic photos without a number to read")
     parser.add_argument("--no-clutter", dest="clutter", action="store_false",
@@ -78,6 +81,10 @@ def main() -> None:
         parser.error("--update-card is for the shipped reader: give neither --ship nor --model")
     model = args.ship or args.model
     digits = False if args.reader_only else (args.digit_model or True)
+    if args.int8 and digits:
+        from housenum.export import load_digit_recognizer
+
+        digits = load_digit_recognizer(args.digit_model, threads=1, spin=False, int8=True)
     result = evaluate_numbers(args.data, model, Path(args.out), args.files, backend="torch", digits=digits,
                               search=not args.no_search)
     low, high = wilson(result.accuracy, result.n)
@@ -89,6 +96,7 @@ def main() -> None:
                "coverage_at_precision": result.coverage, "mean_localisation_iou": round(result.mean_iou, 3),
                "by_length": result.by_length, "data": f"{Path(args.data).name}/{args.files}",
                "digit_model": "none" if args.reader_only else (args.digit_model or "shipped"),
+               "digit_runtime": "int8" if args.int8 and not args.reader_only else "float32",
                "window_search": not args.no_search}
     if args.walls or args.clutter:
         from housenum.data.synthetic import synthetic_empty
