@@ -238,7 +238,7 @@ def serve_cmd(
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per worker; default: all cores.")
                        ] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Serve digits with the model's 8-bit export "
-                                       "(`housenum export --int8`; the shipped model has one): ~1.8x faster.")
+                                       "(`housenum export --int8`; both shipped models have one): 1.5-1.8x faster.")
                     ] = False,
 ) -> None:
     """Run the HTTP service: the web page at /, the API under /v1, API docs at /docs, /healthz, /metrics."""
@@ -269,7 +269,7 @@ def export_cmd(
                     ] = None,
     n: Annotated[int, typer.Option(min=1, help="How many test digits the parity check runs.")] = 512,
     int8: Annotated[bool, typer.Option("--int8", help="Quantize to 8 bits, scaled on the data's training digits "
-                                       "(best.int8.onnx; about 1.8x faster on a CPU, `housenum serve --int8`).")
+                                       "(best.int8.onnx; 1.5-1.8x faster on a 2-core CPU, `housenum serve --int8`).")
                     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

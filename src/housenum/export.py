@@ -5,7 +5,7 @@ beside `digits.pt`); it records the checkpoint's SHA-256, so a retrained checkpo
 stale export: `load_digit_recognizer` uses the ONNX file only when the hashes match.
 
 `int8=True` also quantizes the export (`best.int8.onnx`): weights and activations in 8 bits, scaled on
-real training digits. Measured on this 2-core CPU it serves the shipped model 1.8x faster with the same
+real training digits. Measured on this 2-core CPU it serves the shipped model 1.5-1.8x faster with the same
 accuracy (benchmarks/infer_speed.py, docs/serving.md); the float export stays the default.
 """
 
@@ -120,7 +120,7 @@ def _export_float(loaded, path: Path) -> None:
 def _quantize(float_file: Path, out: Path, calibration: np.ndarray) -> None:
     """Static int8 quantization by ONNX Runtime's own tool: per-channel signed weights, unsigned
     activations, and 7-bit weights (`reduce_range`): without it this CPU's 8-bit multiply-add
-    saturates and 1.3% of top digits change (measured); with it 0.2-0.7%, accuracy unchanged."""
+    saturates and 1.3% of top digits change (measured); with it 0.1-0.7%, accuracy unchanged."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
                                           quantize_static)
 
