@@ -47,7 +47,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from housenum.checkpoint import checkpoint_path, load_model
+    from housenum.checkpoint import load_model
     from housenum.export import OnnxModel, onnx_path_for
     from housenum.preprocess import pixels_to_tensor
 
@@ -57,13 +57,10 @@ def main() -> None:
         images = f["X"][:4096]
     x = pixels_to_tensor(images).numpy()
     runners = {}
-    onnx_file = onnx_path_for(checkpoint_path(args.model))
-    if onnx_file.exists():
-        session = OnnxModel(onnx_file, threads=args.threads)
-        runners["onnxruntime"] = session.run
-    int8_file = onnx_path_for(checkpoint_path(args.model), int8=True)
-    if int8_file.exists():
-        runners["onnxruntime int8"] = OnnxModel(int8_file, threads=args.threads).run
+    for name, int8 in (("onnxruntime", False), ("onnxruntime int8", True)):
+        onnx_file = onnx_path_for(loaded.path, int8)
+        if onnx_file.exists():
+            runners[name] = OnnxModel(onnx_file, threads=args.threads).run
     model = loaded.model.eval()
 
     def torch_run(batch):

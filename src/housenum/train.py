@@ -374,11 +374,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x)
             loss = _cross_entropy(logits, y, perm, lam, cfg.label_smoothing)
-            if soft is not None:
-                taught = _cross_entropy(logits, soft[idx].to(device, non_blocking=True), perm, lam)
-                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
-            elif online_teachers:
-                taught = _cross_entropy(logits, teachers_read(online_teachers, x, use_amp), None, 1.0)
+            if soft is not None or online_teachers:
+                taught = (_cross_entropy(logits, soft[idx].to(device, non_blocking=True), perm, lam) if soft is not None
+                          else _cross_entropy(logits, teachers_read(online_teachers, x, use_amp), None, 1.0))
                 loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

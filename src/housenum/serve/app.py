@@ -54,7 +54,7 @@ class Settings:
             raw = os.environ.get(ENV_PREFIX + f.name.upper())
             if not raw:
                 continue
-            if f.name == "int8":
+            if isinstance(f.default, bool):
                 values[f.name] = raw.lower() in ("1", "true", "yes")
             else:
                 values[f.name] = int(raw) if f.name.startswith(("max_", "threads")) else raw
