@@ -55,6 +55,7 @@ CONFIGS: dict[str, dict] = {
     "small_mixup": {"model": "resnet_small", "mixup": 0.2},
     "tiny_mixup": {"model": "resnet_tiny", "mixup": 0.2},
     "tiny_mixup_60": {"model": "resnet_tiny", "mixup": 0.2, "epochs": 60},   # the time it saves, spent on epochs
+    "tiny_mixup_90": {"model": "resnet_tiny", "mixup": 0.2, "epochs": 90},   # ... and more of it
     # the fast model taught by the default's recipe (`--configs fast_mixup --seeds 1 --keep runs/tradeoff`
     # makes the teacher): on the plain digits once, or on every augmented batch
     "tiny_distill": {"model": "resnet_tiny", "mixup": 0.2,
