@@ -134,6 +134,25 @@ def test_window_search_finds_a_small_number_in_a_wide_photo(images):
     assert all(5 <= b[0] + b[2] / 2 <= 5 + number.width for b in searched.boxes)
 
 
+def test_fine_windows_find_a_number_too_small_for_the_coarse_ones(images, monkeypatch):
+    """test_1.png ("5") in the corner of a wall five times its size: a fifth of the width, it is
+    still too small in a 60% window; a window of the fine grid finds it."""
+    import housenum.read as read
+
+    number = Image.open(images / "test_1.png").convert("RGB")
+    photo = Image.fromarray(synthetic_empty(1, seed=3, size_range=(300, 301))[0])
+    photo = photo.resize((number.width * 5, number.height * 5))
+    photo.paste(number, (5, 5))
+    reader = NumberReader()
+    found = reader.read(photo)
+    monkeypatch.setattr(read, "SEARCH_TIERS", read.SEARCH_TIERS[:1])
+    coarse = reader.read(photo)
+    assert found.number == "5" and found.confidence >= read.FINE_ACCEPT
+    assert coarse.number != "5"
+    left, top, w, h = found.number_box
+    assert 5 <= left + w / 2 <= 5 + number.width and 5 <= top + h / 2 <= 5 + number.height
+
+
 def test_shifted_reading_moves_every_box():
     from housenum.read import _shifted
 
