@@ -56,6 +56,14 @@ CONFIGS: dict[str, dict] = {
     "tiny_mixup": {"model": "resnet_tiny", "mixup": 0.2},
     "tiny_mixup_60": {"model": "resnet_tiny", "mixup": 0.2, "epochs": 60},   # the time it saves, spent on epochs
     "tiny_mixup_90": {"model": "resnet_tiny", "mixup": 0.2, "epochs": 90},   # ... and more of it
+    # decoupled weight decay: the recipe's 5e-4 times a 2e-3 peak learning rate barely shrinks a weight
+    "tiny_mixup_wd0.05": {"model": "resnet_tiny", "mixup": 0.2, "weight_decay": 0.05},
+    "tiny_mixup_wd0.5": {"model": "resnet_tiny", "mixup": 0.2, "weight_decay": 0.5},
+    "fast_mixup_wd0.05": {"model": "resnet_fast", "mixup": 0.2, "weight_decay": 0.05},
+    "fast_mixup_wd0.5": {"model": "resnet_fast", "mixup": 0.2, "weight_decay": 0.5},
+    # SGD with Nesterov momentum and coupled weight decay, the usual optimiser for ResNets on SVHN/CIFAR
+    "tiny_mixup_sgd": {"model": "resnet_tiny", "mixup": 0.2, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
+    "fast_mixup_sgd": {"model": "resnet_fast", "mixup": 0.2, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
     # the fast model taught by the default's recipe (`--configs fast_mixup --seeds 1 --keep runs/tradeoff`
     # makes the teacher): on the plain digits once, or on every augmented batch
     "tiny_distill": {"model": "resnet_tiny", "mixup": 0.2,

@@ -16,8 +16,9 @@ from housenum.checkpoint import load_model, read_checkpoint, save_checkpoint
 from housenum.data import load_digits
 from housenum.errors import ModelError
 from housenum.evaluate import evaluate_run, predict_probs
+from housenum.models import create_model
 from housenum.predict import predict_digits
-from housenum.train import TrainConfig, split_for_training, train
+from housenum.train import TrainConfig, make_optimizer, split_for_training, train
 
 FILES = ["best.pt", "last.pt", "config.json", "history.csv", "curves.png", "summary.txt"]
 
@@ -95,6 +96,19 @@ def test_strong_recipe_runs_with_augmentation_and_ema(tmp_path):
                    progress=False)
     assert result.config.recipe == "strong" and result.config.augment and result.config.ema
     assert load_model(tmp_path).channels == 3
+
+
+def test_optimizers_decay_only_weights_and_unknown_ones_are_named():
+    model = create_model("resnet_tiny", 3)
+    sgd = make_optimizer(model, TrainConfig(model="resnet_tiny", optimizer="sgd", lr=0.1, weight_decay=5e-4))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
+    decayed, plain = sgd.param_groups
+    assert decayed["weight_decay"] == 5e-4 and all(p.ndim > 1 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and all(p.ndim <= 1 for p in plain["params"])
+    assert isinstance(make_optimizer(model, TrainConfig(model="resnet_tiny", lr=1e-3, weight_decay=0.05)),
+                      torch.optim.AdamW)
+    with pytest.raises(ModelError, match="unknown optimizer 'lamb'"):
+        make_optimizer(model, TrainConfig(model="resnet_tiny", optimizer="lamb", lr=1e-3))
 
 
 def test_mixup_and_side_swaps_replay_by_seed_and_change_the_training(small_npz, tmp_path):

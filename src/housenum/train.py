@@ -70,6 +70,7 @@ class TrainConfig:
     label_smoothing: float | None = None
     schedule: str | None = None          # constant | onecycle
     weight_decay: float | None = None
+    optimizer: str = "adam"              # adam (AdamW with weight decay) | sgd (Nesterov momentum 0.9)
     ema: float | None = None             # decay of the weight average; 0 is off
     cutout: int = 0                  # side of the square cut out by augmentation (0: off)
     shear: float = 0.0               # augmentation: max shear, degrees (0: off)
@@ -119,6 +120,19 @@ class TrainResult:
     best_val_acc: float
     train_seconds: float
     config: TrainConfig
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (AdamW when there is weight decay) or SGD; biases and norm scales are never decayed."""
+    params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay or 0.0},
+              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer != "adam":
+        raise ModelError(f"unknown optimizer '{cfg.optimizer}': use adam or sgd")
+    if cfg.weight_decay:
+        return torch.optim.AdamW(params, lr=cfg.lr, eps=1e-7)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)
 
 
 class _Dist:
@@ -313,11 +327,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
     if cfg.init and state is None:
         load_initial_weights(model, cfg)
     model = model.to(device).to(memory_format=torch.channels_last)
-    params = [{"params": [p for n, p in model.named_parameters() if p.ndim > 1],
-               "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in model.named_parameters() if p.ndim <= 1], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-7) if cfg.weight_decay \
-        else torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)
+    optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     scheduler = None
     if cfg.schedule == "onecycle":
