@@ -59,8 +59,6 @@ CONFIGS: dict[str, dict] = {
     # decoupled weight decay: the recipe's 5e-4 times a 2e-3 peak learning rate barely shrinks a weight
     "tiny_mixup_wd0.05": {"model": "resnet_tiny", "mixup": 0.2, "weight_decay": 0.05},
     "tiny_mixup_wd0.5": {"model": "resnet_tiny", "mixup": 0.2, "weight_decay": 0.5},
-    "fast_mixup_wd0.05": {"model": "resnet_fast", "mixup": 0.2, "weight_decay": 0.05},
-    "fast_mixup_wd0.5": {"model": "resnet_fast", "mixup": 0.2, "weight_decay": 0.5},
     # SGD with Nesterov momentum and coupled weight decay, the usual optimiser for ResNets on SVHN/CIFAR
     "tiny_mixup_sgd": {"model": "resnet_tiny", "mixup": 0.2, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
     "fast_mixup_sgd": {"model": "resnet_fast", "mixup": 0.2, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
