@@ -265,17 +265,27 @@ def test_cli_unknown_model_is_one_line(tmp_path, images):
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path):
-    from housenum.evaluate_numbers import evaluate_numbers
+def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path, monkeypatch):
+    """Figures on ten real photos, and a gallery page per failure (one to a page here), surest first."""
+    from housenum import evaluate_numbers as ev, plots
 
-    result = evaluate_numbers(str(svhn_dir / "numbers"), files="test_1?.png", out=tmp_path)
+    pages = []
+    image_grid = plots.image_grid
+    monkeypatch.setattr(ev, "GALLERY_PAGE", 1)
+    monkeypatch.setattr(plots, "image_grid", lambda images, titles, **kw: pages.append(titles) or image_grid(
+        images, titles, **kw))
+    result = ev.evaluate_numbers(str(svhn_dir / "numbers"), files="test_1?.png", out=tmp_path)
     assert result.n == 10  # test_10..19.png
     assert 0.2 <= result.accuracy <= 1.0
     assert result.digit_accuracy >= result.accuracy - 1e-9
     assert set(result.coverage) == {"95%", "98%"}
     assert sum(v["n"] for v in result.by_length.values()) == 10
-    if result.failures:
-        assert (tmp_path / "failures.png").is_file()
+    assert len(result.failures) >= 1 and len(result.gallery) == len(result.failures) == len(pages)
+    names = ["failures.png"] + [f"failures-{k}.png" for k in range(2, len(pages) + 1)]
+    assert [Path(p).name for p in result.gallery] == names and all((tmp_path / n).is_file() for n in names)
+    shown = [float(titles[0].rsplit("(", 1)[1].rstrip(")")) for titles in pages]
+    assert shown == sorted(shown, reverse=True)
+    assert f"({len(pages)} of {len(pages)}, the surest first)" in result.report()
     json.dumps(result.as_json())
 
 

@@ -326,7 +326,8 @@ def evaluate_numbers_cmd(
                                              "'svhn-full[:test|train|extra]' or 'synthetic[:N]'.")],
     model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
     files: Annotated[str | None, typer.Option(help="Only photos whose name matches this glob, e.g. 'test_*'.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Folder for failures.png.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the failures gallery: failures.png, failures-2.png, "
+                                                  "... (40 to a page, the surest mistakes first).")] = None,
     digit_model: DigitModelOpt = None,
     reader_only: ReaderOnlyOpt = False,
     no_search: NoSearchOpt = False,

@@ -19,6 +19,7 @@ from housenum.models.reader import CTC_BLANK
 from housenum.read import NumberReader, RawOutputs, Reading
 
 PRECISIONS = (0.95, 0.98)
+GALLERY_PAGE, GALLERY_PAGES = 40, 25   # failures per gallery page; pages at most (1,000 failures)
 
 
 @dataclass
@@ -117,7 +118,7 @@ class NumberEvaluation:
     coverage: dict[str, float]
     mean_iou: float
     photos_per_second: float
-    gallery: str | None = None
+    gallery: list[str] = field(default_factory=list)   # failures.png, failures-2.png, ...: the surest first
     failures: list[dict] = field(default_factory=list)
 
     def as_json(self) -> dict:
@@ -132,7 +133,9 @@ class NumberEvaluation:
                                             for k, v in self.by_length.items()),
                  f"speed {self.photos_per_second:.0f} photos/s (batches of 64)"]
         if self.gallery:
-            lines.append(f"failures gallery: {self.gallery}")
+            shown = min(len(self.failures), len(self.gallery) * GALLERY_PAGE)
+            pages = self.gallery[0] if len(self.gallery) == 1 else f"{self.gallery[0]} .. {Path(self.gallery[-1]).name}"
+            lines.append(f"failures gallery ({shown} of {len(self.failures)}, the surest first): {pages}")
         return "\n".join(lines)
 
 
@@ -155,9 +158,7 @@ def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | Non
                  for n in np.unique(lengths)}
     failures = [{"file": photos.names[i], "truth": scored.truth[i], "read": read[i],
                  "confidence": round(scored.readings[i].confidence, 4)} for i in np.flatnonzero(~correct)]
-    gallery = None
-    if out is not None and failures:
-        gallery = str(failures_gallery(photos, scored, Path(out) / "failures.png"))
+    gallery = [str(p) for p in failures_gallery(photos, scored, Path(out))] if out is not None and failures else []
     return NumberEvaluation(
         data=photos.name, model=str(reader.path), backend=reader.backend, n=len(photos),
         accuracy=whole_number_accuracy(scored.truth, read), digit_accuracy=digit_accuracy(scored.truth, read),
@@ -167,18 +168,24 @@ def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | Non
         gallery=gallery, failures=failures)
 
 
-def failures_gallery(photos: NumberSet, scored: Scored, path: Path, limit: int = 40) -> Path:
-    """Wrong readings: the photo with the true (green) and found (red) number boxes."""
-    wrong = np.flatnonzero(~scored.correct)[:limit]
-    thumbs, titles = [], []
-    for i in wrong:
-        img = open_image(photos.image(i))
-        draw = ImageDraw.Draw(img)
-        draw.rectangle(number_box(photos.boxes[i]), outline=(0, 255, 0))
-        left, top, w, h = scored.readings[i].number_box or (0, 0, 0, 0)
-        draw.rectangle((left, top, left + w, top + h), outline=(255, 0, 0))
-        thumbs.append(np.asarray(img.resize((128, 64), Image.BILINEAR)))
-        r = scored.readings[i]
-        titles.append(f"{scored.truth[i]} -> {r.number or '-'} ({r.confidence:.2f})")
-    fig = plots.image_grid(np.stack(thumbs), titles, cols=5, title="reader failures: truth -> read (confidence)")
-    return plots.save(fig, path)
+def failures_gallery(photos: NumberSet, scored: Scored, out: Path) -> list[Path]:
+    """Wrong readings, the most confident first, GALLERY_PAGE to a page (failures.png, failures-2.png,
+    ... at most GALLERY_PAGES): the photo with the true (green) and found (red) number boxes."""
+    wrong = np.flatnonzero(~scored.correct)
+    wrong = wrong[np.argsort([-scored.readings[i].confidence for i in wrong], kind="stable")]
+    paths = []
+    for page, start in enumerate(range(0, min(len(wrong), GALLERY_PAGE * GALLERY_PAGES), GALLERY_PAGE)):
+        thumbs, titles = [], []
+        for i in wrong[start:start + GALLERY_PAGE]:
+            img = open_image(photos.image(i))
+            draw = ImageDraw.Draw(img)
+            draw.rectangle(number_box(photos.boxes[i]), outline=(0, 255, 0))
+            left, top, w, h = scored.readings[i].number_box or (0, 0, 0, 0)
+            draw.rectangle((left, top, left + w, top + h), outline=(255, 0, 0))
+            thumbs.append(np.asarray(img.resize((128, 64), Image.BILINEAR)))
+            r = scored.readings[i]
+            titles.append(f"{scored.truth[i]} -> {r.number or '-'} ({r.confidence:.2f})")
+        name = "failures.png" if page == 0 else f"failures-{page + 1}.png"
+        title = f"reader failures {start + 1}-{start + len(thumbs)} of {len(wrong)}: truth -> read (confidence)"
+        paths.append(plots.save(plots.image_grid(np.stack(thumbs), titles, cols=5, title=title), out / name))
+    return paths
