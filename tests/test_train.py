@@ -18,7 +18,7 @@ from housenum.errors import ModelError
 from housenum.evaluate import evaluate_run, predict_probs
 from housenum.models import create_model
 from housenum.predict import predict_digits
-from housenum.train import TrainConfig, make_optimizer, split_for_training, train
+from housenum.train import TrainConfig, make_optimizer, sam_second_gradient, split_for_training, train
 
 FILES = ["best.pt", "last.pt", "config.json", "history.csv", "curves.png", "summary.txt"]
 
@@ -109,6 +109,32 @@ def test_optimizers_decay_only_weights_and_unknown_ones_are_named():
                       torch.optim.AdamW)
     with pytest.raises(ModelError, match="unknown optimizer 'lamb'"):
         make_optimizer(model, TrainConfig(model="resnet_tiny", optimizer="lamb", lr=1e-3))
+
+
+def test_sam_takes_the_gradient_uphill_and_puts_the_weights_back():
+    """Loss sum(w^4)/4 has gradient w^3: SAM's gradient is the one at w + rho * w^3 / |w^3|, the
+    weights end where they began, and batch norm's running statistics see only the first pass."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 1, bias=False))
+    w = net[1].weight
+    x = torch.randn(16, 3)
+
+    def loss_fn():
+        net(x)                       # a training-mode pass: batch norm would update its statistics
+        return (w ** 4).sum() / 4
+
+    before, running = w.detach().clone(), net[0].running_mean.clone()
+    loss_fn().backward()
+    running_first = net[0].running_mean.clone()
+    assert not torch.equal(running_first, running)
+    sam_second_gradient(net, 0.1, loss_fn)
+    g = before ** 3
+    uphill = before + 0.1 * g / g.norm()
+    assert torch.allclose(w.detach(), before, atol=1e-7)
+    assert torch.allclose(w.grad, uphill ** 3, atol=1e-6) and not torch.allclose(w.grad, g)
+    assert torch.equal(net[0].running_mean, running_first)
+    with pytest.raises(ModelError, match="sam .* must be 0 or more"):
+        TrainConfig(model="cnn1", sam=-0.05).resolved()
 
 
 def test_mixup_and_side_swaps_replay_by_seed_and_change_the_training(small_npz, tmp_path):

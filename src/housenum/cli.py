@@ -120,6 +120,8 @@ def train_cmd(
     optimizer: Annotated[str, typer.Option(
         help="'adam' (AdamW under the strong recipe) or 'sgd' (Nesterov momentum 0.9; give it a --lr "
              "near 0.1).")] = "adam",
+    sam: Annotated[float, typer.Option(
+        help="Sharpness-aware minimisation's radius rho, e.g. 0.05 (0: off); each step then costs two.")] = 0.0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/MODEL).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
@@ -133,7 +135,7 @@ def train_cmd(
     run_dir = resume or out or Path("runs") / model
     cfg = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       channels=channels, recipe=recipe, fold=fold, val_fraction=val_fraction,
-                      all_data=all_data, checkpoint=checkpoint, mixup=mixup, optimizer=optimizer,
+                      all_data=all_data, checkpoint=checkpoint, mixup=mixup, optimizer=optimizer, sam=sam,
                       device=device, init=str(init) if init else None)
     try:
         result = train(cfg, run_dir, resume=resume is not None)

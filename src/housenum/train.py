@@ -71,6 +71,7 @@ class TrainConfig:
     schedule: str | None = None          # constant | onecycle
     weight_decay: float | None = None
     optimizer: str = "adam"              # adam (AdamW with weight decay) | sgd (Nesterov momentum 0.9)
+    sam: float = 0.0                     # sharpness-aware minimisation's radius rho (0: off; 2x the steps' cost)
     ema: float | None = None             # decay of the weight average; 0 is off
     cutout: int = 0                  # side of the square cut out by augmentation (0: off)
     shear: float = 0.0               # augmentation: max shear, degrees (0: off)
@@ -103,6 +104,8 @@ class TrainConfig:
                 setattr(cfg, key, value)
         if cfg.channels not in (1, 3):
             raise ModelError(f"channels must be 1 or 3, got {cfg.channels}")
+        if cfg.sam < 0:
+            raise ModelError(f"sam (the radius rho) must be 0 or more, got {cfg.sam}")
         if cfg.checkpoint not in ("best", "last"):
             raise ModelError(f"checkpoint must be 'best' or 'last', got '{cfg.checkpoint}'")
         return cfg
@@ -222,6 +225,18 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tenso
     return lam * loss + (1 - lam) * F.cross_entropy(logits.float(), target[perm], label_smoothing=label_smoothing)
 
 
+def _batch_loss(net: nn.Module, batch: tuple, cfg: TrainConfig, use_amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and loss of one batch (x, y, mixup's perm and lam, the teachers' targets or None)."""
+    x, y, perm, lam, taught = batch
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits = net(x)
+    loss = _cross_entropy(logits, y, perm, lam, cfg.label_smoothing)
+    if taught is not None:
+        targets, targets_perm = taught
+        loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * _cross_entropy(logits, targets, targets_perm, lam)
+    return logits, loss
+
+
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> tuple[float, float]:
     logits = predict_logits(model, x, device=device)
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
@@ -257,6 +272,31 @@ def teachers_read(teachers: list[nn.Module], x: torch.Tensor, use_amp: bool) -> 
     """The teachers' mean probabilities for this very batch (a mixed image gets one blended target)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
         return torch.stack([torch.softmax(t(x).float(), 1) for t in teachers]).mean(0)
+
+
+def sam_second_gradient(model: nn.Module, rho: float, loss_fn: Callable[[], torch.Tensor]) -> None:
+    """Sharpness-aware minimisation (Foret et al. 2021): replace the gradients already in `model`
+    by those at the weights moved `rho` up the gradient, so the step favours flat minima."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.norm(torch.stack([p.grad.norm() for p in params]))
+    scale = rho / (norm + 1e-12)
+    moves = []
+    with torch.no_grad():
+        for p in params:
+            moves.append(p.grad * scale)
+            p.add_(moves[-1])
+    for p in params:
+        p.grad = None
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:          # the moved weights' batch statistics must not enter the running ones
+        m.momentum = 0.0
+    loss_fn().backward()
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    with torch.no_grad():
+        for p, move in zip(params, moves):
+            p.sub_(move)
 
 
 class _EMA:
@@ -381,15 +421,17 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             if cfg.mixup:
                 x, perm, lam = mixup(x, cfg.mixup, gen)
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(x)
-            loss = _cross_entropy(logits, y, perm, lam, cfg.label_smoothing)
-            if soft is not None or online_teachers:
-                taught = (_cross_entropy(logits, soft[idx].to(device, non_blocking=True), perm, lam) if soft is not None
-                          else _cross_entropy(logits, teachers_read(online_teachers, x, use_amp), None, 1.0))
-                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
+            taught = None    # the teachers' targets, blended as the images were when computed once
+            if soft is not None:
+                taught = (soft[idx].to(device, non_blocking=True), perm)
+            elif online_teachers:
+                taught = (teachers_read(online_teachers, x, use_amp), None)
+            batch = (x, y, perm, lam, taught)
             optimizer.zero_grad(set_to_none=True)
+            logits, loss = _batch_loss(net, batch, cfg, use_amp)
             loss.backward()
+            if cfg.sam:
+                sam_second_gradient(model, cfg.sam, lambda b=batch: _batch_loss(net, b, cfg, use_amp)[1])
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
