@@ -259,6 +259,35 @@ def test_cli_read_json_and_clear_errors(images, bad_images):
     assert line["file"] == str(good) and set(line) == {"file", "number", "confidence", "boxes"}
 
 
+def test_cli_read_draws_each_reading_on_its_photo(images, bad_images, tmp_path):
+    """--out: one enlarged PNG per readable photo (two of one name from different folders both
+    kept), with the digit boxes drawn where --json puts them; a bad file still gets its error line."""
+    import numpy as np
+    from PIL import Image
+
+    from housenum.plots import DIGIT_BOX_COLOUR
+
+    twin = tmp_path / "other" / "test_2.png"
+    twin.parent.mkdir()
+    twin.write_bytes((images / "test_2.png").read_bytes())
+    out = tmp_path / "drawn"
+    result = _cli("read", str(images / "test_2.png"), str(twin), str(bad_images[0]), "--json", "--out", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "2 reading(s) drawn" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["test_2-2.read.png", "test_2.read.png"]
+    reading = json.loads(result.stdout.splitlines()[0])
+    assert reading["number"] and reading["boxes"]
+    photo = Image.open(images / "test_2.png")
+    drawn = np.asarray(Image.open(out / "test_2.read.png").convert("RGB"))
+    scale = max(1.0, 640 / max(photo.size))
+    band = drawn.shape[0] - round(photo.height * scale)
+    assert drawn.shape[1] == round(photo.width * scale) and band > 0
+    left, top, w, h, _ = reading["boxes"][0]
+    x, y = round((left + w / 2) * scale), band + round((top + h) * scale)   # the middle of the box's bottom edge
+    patch = drawn[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3)
+    assert (patch == DIGIT_BOX_COLOUR).all(1).any()
+
+
 def test_cli_unknown_model_is_one_line(tmp_path, images):
     result = _cli("read", str(images / "test_1.png"), "--model", str(tmp_path / "missing"))
     assert result.returncode == 2 and "Traceback" not in result.stderr

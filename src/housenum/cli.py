@@ -309,17 +309,40 @@ def read_cmd(
     reader_only: ReaderOnlyOpt = False,
     no_search: NoSearchOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo per line.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        help="Also draw each reading (number box, digit boxes, number and confidence) on its photo, "
+             "enlarged, into this folder as NAME.read.png.")] = None,
 ) -> None:
     """Read the whole house number in each photo, with a confidence and the digit boxes."""
+    from housenum import plots
+    from housenum.preprocess import open_image
     from housenum.read import NumberReader
 
     reader = NumberReader(model, digits=_digits_arg(digit_model, reader_only), search=not no_search)
+    drawn: set[str] = set()
+
+    def answer(path: Path):
+        photo = open_image(path)
+        reading = reader.read(photo)
+        if out is not None:
+            name, k = f"{path.stem}.read.png", 1
+            while name in drawn:     # photos of one name from different folders
+                k += 1
+                name = f"{path.stem}-{k}.read.png"
+            drawn.add(name)
+            plots.save_image(plots.reading_overlay(photo, reading), out / name)
+        return reading
+
     def line(path: Path, reading) -> str:
         if as_json:
             return json.dumps({"file": str(path), **reading.as_json()})
         return f"{path}: {reading.number or '(no number)'} ({reading.confidence:.1%})"
 
-    _per_file(images, reader.read, line)
+    try:
+        _per_file(images, answer, line)
+    finally:
+        if drawn:
+            typer.echo(f"{len(drawn)} reading(s) drawn in {out}/", err=True)
 
 
 @app.command("evaluate-numbers")

@@ -96,3 +96,43 @@ def confusion(matrix: np.ndarray, title: str = "Confusion matrix"):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if matrix[i, j] > threshold else "black")
     return fig
+
+
+NUMBER_BOX_COLOUR, DIGIT_BOX_COLOUR = (255, 200, 0), (255, 40, 40)
+
+
+def reading_overlay(photo, reading, long_side: int = 640):
+    """The photo (a PIL image) enlarged until its long side is at least `long_side` pixels, with the
+    reader's number box (yellow), each digit's box and digit (red), and the reading with its
+    confidence in a band above: SVHN photos are a hundred-odd pixels wide, too small to check by eye."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    scale = max(1.0, long_side / max(photo.size))
+    width, height = round(photo.width * scale), round(photo.height * scale)
+    font = ImageFont.load_default(size=max(14, long_side // 32))
+    band = font.size + 12
+    canvas = Image.new("RGB", (width, height + band), (255, 255, 255))
+    canvas.paste(photo.convert("RGB").resize((width, height), Image.BILINEAR), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    line = max(2, round(scale))
+
+    def rect(left, top, w, h, colour):
+        draw.rectangle((left * scale, band + top * scale, (left + w) * scale, band + (top + h) * scale),
+                       outline=colour, width=line)
+
+    if reading.number is not None and reading.number_box is not None:
+        rect(*reading.number_box, NUMBER_BOX_COLOUR)
+    for left, top, w, h, digit in reading.boxes:
+        rect(left, top, w, h, DIGIT_BOX_COLOUR)
+        x, y = left * scale, max(band, band + top * scale - font.size - 4)   # the digit above its box
+        draw.rectangle(draw.textbbox((x, y), str(digit), font=font), fill=DIGIT_BOX_COLOUR)
+        draw.text((x, y), str(digit), fill=(255, 255, 255), font=font)
+    draw.text((6, 6), f"{reading.number or 'no number'}  ({reading.confidence:.1%})", fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def save_image(image, path: Path) -> Path:
+    """A PIL image as PNG, written atomically."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return path
