@@ -7,6 +7,7 @@ the median; --no-search times the reader without it.
 
     python benchmarks/reader_speed.py
     python benchmarks/reader_speed.py --model runs/reader --photos 200
+    python benchmarks/reader_speed.py --digit-model fast     # the small digit model's second opinion
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main() -> None:
     parser.add_argument("--images", default=str(DEFAULT_IMAGES))
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--no-search", action="store_true", help="no window search for unsure photos")
+    parser.add_argument("--digit-model", default=None,
+                        help="the digit model giving the second opinion: a run folder, .pt or 'fast' "
+                             "(default: the shipped one)")
     args = parser.parse_args()
 
     import torch
@@ -36,12 +40,13 @@ def main() -> None:
     from housenum.preprocess import open_image
     from housenum.read import SEARCH_BELOW, NumberReader
 
+    digits = args.digit_model or True
     paths = sorted(Path(args.images).glob("test_*.png"))[: args.photos]
     photos = [open_image(p) for p in paths]
     print(f"{len(photos)} photos, median size {statistics.median(p.size[0] for p in photos)}x"
           f"{statistics.median(p.size[1] for p in photos)}; torch {torch.__version__}")
     if not args.no_search:
-        first = NumberReader(args.model, search=False).read_many(photos)
+        first = NumberReader(args.model, search=False, digits=digits).read_many(photos)
         unsure = sum(r.number is None or r.confidence < SEARCH_BELOW for r in first)
         print(f"window search: {unsure} of {len(photos)} photos are unsure at the first try and searched")
     print(f"{'backend':<12}{'threads':>8}{'median ms/photo':>17}{'mean ms':>9}{'p90 ms':>9}"
@@ -49,7 +54,8 @@ def main() -> None:
     for backend in ("onnx", "torch"):
         for threads in (1, 2):
             try:
-                reader = NumberReader(args.model, backend=backend, threads=threads, search=not args.no_search)
+                reader = NumberReader(args.model, backend=backend, threads=threads, search=not args.no_search,
+                                      digits=digits)
             except Exception as e:  # no ONNX export beside the model
                 print(f"{backend:<12}{threads:>8}  unavailable: {e}")
                 break
