@@ -187,5 +187,6 @@ def failures_gallery(photos: NumberSet, scored: Scored, out: Path) -> list[Path]
             titles.append(f"{scored.truth[i]} -> {r.number or '-'} ({r.confidence:.2f})")
         name = "failures.png" if page == 0 else f"failures-{page + 1}.png"
         title = f"reader failures {start + 1}-{start + len(thumbs)} of {len(wrong)}: truth -> read (confidence)"
-        paths.append(plots.save(plots.image_grid(np.stack(thumbs), titles, cols=5, title=title), out / name))
+        fig = plots.image_grid(np.stack(thumbs), titles, cols=5, title=title, cell=(2.2, 1.5))
+        paths.append(plots.save(fig, out / name))
     return paths

@@ -40,9 +40,11 @@ def _show(ax, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def image_grid(images: np.ndarray, titles: list[str], cols: int = 10, title: str = ""):
+def image_grid(images: np.ndarray, titles: list[str], cols: int = 10, title: str = "",
+               cell: tuple[float, float] = (1.1, 1.3)):
+    """Images in a grid, `cell` inches (width, height) each with its title."""
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell[0], rows * cell[1]), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, t in zip(axes.flat, images, titles):
