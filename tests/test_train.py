@@ -137,7 +137,7 @@ def test_sam_takes_the_gradient_uphill_and_puts_the_weights_back():
         TrainConfig(model="cnn1", sam=-0.05).resolved()
 
 
-def test_mixup_and_side_swaps_replay_by_seed_and_change_the_training(small_npz, tmp_path):
+def test_mixup_side_swaps_and_sam_replay_by_seed_and_change_the_training(small_npz, tmp_path):
     data = load_digits(str(small_npz))
 
     def weights(name, **levers):
@@ -150,6 +150,9 @@ def test_mixup_and_side_swaps_replay_by_seed_and_change_the_training(small_npz, 
     assert json.loads((tmp_path / "a" / "config.json").read_text())["mixup"] == 0.2
     for other in (weights("mixup", mixup=0.2), weights("swap", swap_sides=0.5)):   # each lever on its own
         assert any(not torch.equal(a[k], other[k]) for k in a)
+    sam = weights("sam", mixup=0.2, swap_sides=0.5, sam=0.05)    # SAM in the loop: replayable, and it changes the steps
+    assert all(torch.equal(sam[k], v) for k, v in weights("sam2", mixup=0.2, swap_sides=0.5, sam=0.05).items())
+    assert any(not torch.equal(a[k], sam[k]) for k in a)
 
 
 @pytest.mark.parametrize("levers", [{}, {"distill_online": True}], ids=["once", "online"])
