@@ -71,7 +71,7 @@ class TrainConfig:
     schedule: str | None = None          # constant | onecycle
     weight_decay: float | None = None
     optimizer: str = "adam"              # adam (AdamW with weight decay) | sgd (Nesterov momentum 0.9)
-    sam: float = 0.0                     # sharpness-aware minimisation's radius rho (0: off; 2x the steps' cost)
+    sam: float = 0.0                     # sharpness-aware minimisation's radius rho (0: off; two passes a step)
     ema: float | None = None             # decay of the weight average; 0 is off
     cutout: int = 0                  # side of the square cut out by augmentation (0: off)
     shear: float = 0.0               # augmentation: max shear, degrees (0: off)
