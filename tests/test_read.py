@@ -288,6 +288,37 @@ def test_cli_read_draws_each_reading_on_its_photo(images, bad_images, tmp_path):
     assert (patch == DIGIT_BOX_COLOUR).all(1).any()
 
 
+def test_cli_read_withholds_unsure_readings(images):
+    """--min-confidence: readings under it lose their number (kept as `guess`, confidence unchanged),
+    the others are printed as without it; the plain text says 'unsure'."""
+    paths = [str(images / name) for name in ("test_2.png", "test_7.png", "test_8.png", "test_10.png")]
+    plain = [json.loads(line) for line in _cli("read", *paths, "--json").stdout.splitlines()]
+    confidences = sorted(r["confidence"] for r in plain)
+    threshold = (confidences[1] + confidences[2]) / 2          # two readings either side
+    result = _cli("read", *paths, "--json", "--min-confidence", str(threshold))
+    withheld = [json.loads(line) for line in result.stdout.splitlines()]
+    for before, after in zip(plain, withheld):
+        assert after["confidence"] == before["confidence"]
+        if before["confidence"] < threshold:
+            assert after["number"] is None and after["guess"] == before["number"]
+        else:
+            assert after == before
+    assert sum(r["number"] is None for r in withheld) == 2
+    text = _cli("read", *paths, "--min-confidence", str(threshold)).stdout.splitlines()
+    assert sum("unsure, perhaps" in line for line in text) == 2
+    assert _cli("read", paths[0], "--min-confidence", "1.5").returncode == 2
+
+
+def test_precision_threshold_is_the_lowest_confidence_accepted():
+    from housenum.evaluate_numbers import accept_at_precision
+
+    confidence, correct = np.array([0.6, 0.9, 0.7, 0.8]), np.array([True, True, False, True])
+    assert accept_at_precision(confidence, correct, 0.95) == (0.5, 0.8)    # 0.9 and 0.8 right, then 0.7 wrong
+    assert accept_at_precision(confidence, correct, 0.75) == (1.0, 0.6)    # 3 of 4 right
+    assert accept_at_precision(confidence, ~correct & False, 0.5) == (0.0, None)
+    assert accept_at_precision(np.array([]), np.array([], bool), 0.95) == (0.0, None)
+
+
 def test_cli_unknown_model_is_one_line(tmp_path, images):
     result = _cli("read", str(images / "test_1.png"), "--model", str(tmp_path / "missing"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -307,7 +338,7 @@ def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path, monkeypatch):
     assert result.n == 10  # test_10..19.png
     assert 0.2 <= result.accuracy <= 1.0
     assert result.digit_accuracy >= result.accuracy - 1e-9
-    assert set(result.coverage) == {"95%", "98%"}
+    assert set(result.coverage) == set(result.thresholds) == {"95%", "98%"}
     assert sum(v["n"] for v in result.by_length.values()) == 10
     assert len(result.failures) >= 1 and len(result.gallery) == len(result.failures) == len(pages)
     names = ["failures.png"] + [f"failures-{k}.png" for k in range(2, len(pages) + 1)]

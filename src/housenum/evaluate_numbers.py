@@ -95,15 +95,18 @@ def digit_accuracy(truth: list[str], read: list[str | None]) -> float:
     return right / total if total else 0.0
 
 
-def coverage_at_precision(confidence: np.ndarray, correct: np.ndarray, precision: float) -> float:
-    """The largest share of photos that can be accepted, most confident first, keeping accuracy
-    at least `precision` among those accepted."""
+def accept_at_precision(confidence: np.ndarray, correct: np.ndarray, precision: float) -> tuple[float, float | None]:
+    """(coverage, threshold): the largest share of photos that can be accepted, most confident
+    first, keeping accuracy at least `precision` among them, and the lowest confidence accepted
+    (what `housenum read --min-confidence` needs for that precision; None when no share reaches it)."""
     if len(correct) == 0:
-        return 0.0
+        return 0.0, None
     order = np.argsort(-confidence, kind="stable")
     running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
     ok = np.flatnonzero(running >= precision)
-    return float((ok[-1] + 1) / len(order)) if len(ok) else 0.0
+    if not len(ok):
+        return 0.0, None
+    return float((ok[-1] + 1) / len(order)), float(confidence[order[ok[-1]]])
 
 
 @dataclass
@@ -116,6 +119,7 @@ class NumberEvaluation:
     digit_accuracy: float
     by_length: dict[int, dict]
     coverage: dict[str, float]
+    thresholds: dict[str, float | None]   # the confidence from which the coverage is accepted
     mean_iou: float
     photos_per_second: float
     gallery: list[str] = field(default_factory=list)   # failures.png, failures-2.png, ...: the surest first
@@ -128,7 +132,8 @@ class NumberEvaluation:
         lines = [f"{self.data}: {self.n} photos, model {self.model} ({self.backend})",
                  f"whole-number accuracy {self.accuracy:.4f}   per-digit accuracy {self.digit_accuracy:.4f}   "
                  f"mean localisation IoU {self.mean_iou:.3f}",
-                 "coverage " + "   ".join(f"{k} precision: {v:.3f}" for k, v in self.coverage.items()),
+                 "coverage at " + "   ".join(f"{k} precision: {v:.3f}{_from(self.thresholds[k])}"
+                                                for k, v in self.coverage.items()),
                  "by length: " + "   ".join(f"{k}: {v['accuracy']:.3f} (n={v['n']})"
                                             for k, v in self.by_length.items()),
                  f"speed {self.photos_per_second:.0f} photos/s (batches of 64)"]
@@ -137,6 +142,10 @@ class NumberEvaluation:
             pages = self.gallery[0] if len(self.gallery) == 1 else f"{self.gallery[0]} .. {Path(self.gallery[-1]).name}"
             lines.append(f"failures gallery ({shown} of {len(self.failures)}, the surest first): {pages}")
         return "\n".join(lines)
+
+
+def _from(threshold: float | None) -> str:
+    return "" if threshold is None else f" (confidence >= {threshold:.3f})"
 
 
 def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | None = None,
@@ -153,6 +162,7 @@ def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | Non
     read = [r.number for r in scored.readings]
     confidence = np.array([r.confidence if r.number is not None else 0.0 for r in scored.readings])
     correct = scored.correct
+    accepted = {p: accept_at_precision(confidence, correct, p) for p in PRECISIONS}
     lengths = np.array([len(t) for t in scored.truth])
     by_length = {int(n): {"n": int((lengths == n).sum()), "accuracy": float(correct[lengths == n].mean())}
                  for n in np.unique(lengths)}
@@ -163,7 +173,8 @@ def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | Non
         data=photos.name, model=str(reader.path), backend=reader.backend, n=len(photos),
         accuracy=whole_number_accuracy(scored.truth, read), digit_accuracy=digit_accuracy(scored.truth, read),
         by_length=by_length,
-        coverage={f"{p:.0%}": coverage_at_precision(confidence, correct, p) for p in PRECISIONS},
+        coverage={f"{p:.0%}": accepted[p][0] for p in PRECISIONS},
+        thresholds={f"{p:.0%}": accepted[p][1] for p in PRECISIONS},
         mean_iou=float(scored.iou.mean()), photos_per_second=len(photos) / max(scored.seconds, 1e-9),
         gallery=gallery, failures=failures)
 
