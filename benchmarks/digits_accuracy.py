@@ -135,22 +135,25 @@ def last_epoch_weights(run: str, tmp: Path) -> Path:
     from housenum.checkpoint import read_checkpoint, save_checkpoint
 
     state = read_checkpoint(Path(run) / "last.pt")
+    tmp.mkdir(parents=True, exist_ok=True)
     if state.get("ema_state"):
         state["model_state"] = state["ema_state"]
     save_checkpoint(tmp / "last.pt", state)
     return tmp / "last.pt"
 
 
-def score_run(run: str | Path, digits, data: str) -> dict:
-    """Test accuracy of a run folder with and without TTA, also on the test digits that are the
-    exact official test pixels (the kind of digit the hidden test set holds), ECE, coverage."""
+def score_run(run: str | Path | list, digits, data: str) -> dict:
+    """Test accuracy of a run folder (or of several, their probabilities averaged: an ensemble)
+    with and without TTA, also on the test digits that are the exact official test pixels (the
+    kind of digit the hidden test set holds), ECE, coverage."""
     import numpy as np
 
     from housenum.checkpoint import load_model
     from housenum.evaluate import predict_probs, score
 
-    loaded, test = load_model(run), digits.test
-    plain_probs, tta_probs = predict_probs(loaded, test), predict_probs(loaded, test, tta=True)
+    models, test = [load_model(r) for r in (run if isinstance(run, list) else [run])], digits.test
+    plain_probs = np.mean([predict_probs(m, test) for m in models], 0)
+    tta_probs = np.mean([predict_probs(m, test, tta=True) for m in models], 0)
     plain, tta = score(plain_probs, test.labels), score(tta_probs, test.labels)
     out = {"test_acc": plain.accuracy, "test_acc_tta": tta.accuracy}
     if str(data).endswith(".npz"):   # the shared crops.npz says which pixels are the official ones
@@ -176,7 +179,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also append each run as a JSON line here")
     parser.add_argument("--keep", default=None, help="keep each run folder here (CONFIG_seedN) instead of deleting it")
     parser.add_argument("--rescore", nargs="+", default=None, metavar="RUN",
-                        help="only score these run folders on the test split (no training)")
+                        help="only score these run folders on the test split (no training); RUN+RUN+... "
+                             "scores the runs as one ensemble (their probabilities averaged)")
     parser.add_argument("--last", action="store_true",
                         help="with --rescore: score each run's last epoch (its weight average), not best.pt")
     args = parser.parse_args()
@@ -186,7 +190,8 @@ def main() -> None:
         digits = load_digits(args.data)
         for run in args.rescore:
             with tempfile.TemporaryDirectory() as tmp:
-                weights = last_epoch_weights(run, Path(tmp)) if args.last else run
+                members = run.split("+")
+                weights = [last_epoch_weights(m, Path(tmp) / str(k)) if args.last else m for k, m in enumerate(members)]
                 print(json.dumps({"run": run, "weights": "last" if args.last else "best",
                                   **score_run(weights, digits, args.data)}), flush=True)
         return
