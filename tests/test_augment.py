@@ -2,7 +2,7 @@
 
 import torch
 
-from housenum.data.augment import Augment, augment_batch, mixup, swap_sides
+from housenum.data.augment import Augment, augment_batch, cutmix, mixup, swap_sides
 
 STILL = dict(translate=0.0, scale=0.0, rotate=0.0, jitter=0.0)   # no warp, no colour change
 
@@ -72,3 +72,20 @@ def test_mixup_blends_each_image_with_its_partner_by_one_weight():
     torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[perm])
     again = mixup(x, 0.2, torch.Generator().manual_seed(3))
     assert again[2] == lam and torch.equal(again[1], perm)        # replays from the generator
+
+
+def test_cutmix_pastes_one_rectangle_of_the_partner_and_lam_is_the_share_kept():
+    x = torch.rand(16, 3, 32, 32)
+    for seed in range(20):
+        mixed, perm, lam = cutmix(x, 1.0, torch.Generator().manual_seed(seed))
+        from_partner = (mixed != x).any(1)                  # (N, H, W): pixels that came from the partner
+        moved = perm != torch.arange(16)
+        assert torch.equal(mixed[~moved], x[~moved])        # an image paired with itself is unchanged
+        rows, cols = from_partner[moved].any(0).any(1), from_partner[moved].any(0).any(0)
+        box = from_partner[moved].any(0)
+        assert torch.equal(box, rows[:, None] & cols[None, :])   # the pasted pixels form one rectangle
+        assert torch.equal(mixed[:, :, box], x[perm][:, :, box])
+        assert abs((1 - lam) - box.float().mean().item()) < 1e-6   # lam: the share of each image kept
+        again = cutmix(x, 1.0, torch.Generator().manual_seed(seed))
+        assert again[2] == lam and torch.equal(again[0], mixed)   # replays from the generator
+

@@ -150,6 +150,11 @@ def test_mixup_side_swaps_and_sam_replay_by_seed_and_change_the_training(small_n
     assert json.loads((tmp_path / "a" / "config.json").read_text())["mixup"] == 0.2
     for other in (weights("mixup", mixup=0.2), weights("swap", swap_sides=0.5)):   # each lever on its own
         assert any(not torch.equal(a[k], other[k]) for k in a)
+    with pytest.raises(ModelError, match="one at a time"):
+        TrainConfig(model="cnn1", mixup=0.2, cutmix=1.0).resolved()
+    cut = weights("cutmix", cutmix=1.0, swap_sides=0.5)             # CutMix in the loop: replayable, not mixup
+    assert all(torch.equal(cut[k], v) for k, v in weights("cutmix2", cutmix=1.0, swap_sides=0.5).items())
+    assert any(not torch.equal(a[k], cut[k]) for k in a)
     sam = weights("sam", mixup=0.2, swap_sides=0.5, sam=0.05)    # SAM in the loop: replayable, and it changes the steps
     assert all(torch.equal(sam[k], v) for k, v in weights("sam2", mixup=0.2, swap_sides=0.5, sam=0.05).items())
     assert any(not torch.equal(a[k], sam[k]) for k in a)

@@ -117,6 +117,9 @@ def train_cmd(
     mixup: Annotated[float, typer.Option(
         help="Blend each batch with a shuffled copy of itself by a Beta(a, a) weight, a = this "
              "(0: off; the shipped digit model used 0.2).")] = 0.0,
+    cutmix: Annotated[float, typer.Option(
+        help="CutMix instead: a rectangle of each digit replaced by another's, its area a Beta(a, a) "
+             "share, a = this (0: off; below mixup on SVHN here: docs/experiments.md).")] = 0.0,
     optimizer: Annotated[str, typer.Option(
         help="'adam' (AdamW under the strong recipe) or 'sgd' (Nesterov momentum 0.9; give it a --lr "
              "near 0.1).")] = "adam",
@@ -136,8 +139,8 @@ def train_cmd(
     run_dir = resume or out or Path("runs") / model
     cfg = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       channels=channels, recipe=recipe, fold=fold, val_fraction=val_fraction,
-                      all_data=all_data, checkpoint=checkpoint, mixup=mixup, optimizer=optimizer, sam=sam,
-                      device=device, init=str(init) if init else None)
+                      all_data=all_data, checkpoint=checkpoint, mixup=mixup, cutmix=cutmix, optimizer=optimizer,
+                      sam=sam, device=device, init=str(init) if init else None)
     try:
         result = train(cfg, run_dir, resume=resume is not None)
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from torch import nn
 from housenum import plots
 from housenum.checkpoint import checkpoint_path, load_model, read_checkpoint, save_checkpoint
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
-from housenum.data.augment import Augment, augment_batch, mixup
+from housenum.data.augment import Augment, augment_batch, cutmix, mixup
 from housenum.data.splits import validation_split
 from housenum.errors import ModelError
 from housenum.io import atomic_open, write_text
@@ -79,6 +79,7 @@ class TrainConfig:
     shuffle_channels: bool = False   # augmentation: permute the colour channels
     swap_sides: float = 0.0          # augmentation: probability of another crop's side strips (neighbours)
     mixup: float = 0.0               # mixup's Beta(alpha, alpha) parameter (0: off)
+    cutmix: float = 0.0              # CutMix's Beta(alpha, alpha) parameter (0: off; not with mixup)
     teachers: list[str] = field(default_factory=list)  # run folders whose mean prediction is also a target
     distill_weight: float = 0.5      # share of the loss that follows the teachers (when there are any)
     distill_online: bool = False     # teachers read each augmented batch, not the plain digits once
@@ -106,6 +107,9 @@ class TrainConfig:
             raise ModelError(f"channels must be 1 or 3, got {cfg.channels}")
         if cfg.sam < 0:
             raise ModelError(f"sam (the radius rho) must be 0 or more, got {cfg.sam}")
+        if cfg.mixup < 0 or cfg.cutmix < 0 or (cfg.mixup and cfg.cutmix):
+            raise ModelError(f"mixup and cutmix take an alpha of 0 or more, and one at a time; got mixup "
+                             f"{cfg.mixup}, cutmix {cfg.cutmix}")
         if cfg.checkpoint not in ("best", "last"):
             raise ModelError(f"checkpoint must be 'best' or 'last', got '{cfg.checkpoint}'")
         return cfg
@@ -420,6 +424,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             perm, lam = None, 1.0
             if cfg.mixup:
                 x, perm, lam = mixup(x, cfg.mixup, gen)
+            elif cfg.cutmix:
+                x, perm, lam = cutmix(x, cfg.cutmix, gen)
             x = x.contiguous(memory_format=torch.channels_last)
             taught = None    # the teachers' targets, blended as the images were when computed once
             if soft is not None:

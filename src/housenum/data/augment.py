@@ -93,3 +93,22 @@ def mixup(x: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Te
     lam = float(betaincinv(alpha, alpha, float(torch.rand(1, generator=gen))))
     perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
     return lam * x + (1 - lam) * x[perm], perm, lam
+
+
+def cutmix(x: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al. 2019): one rectangle of every image replaced by the same rectangle of a
+    shuffled copy of the batch, its area share 1 - lam with lam ~ Beta(alpha, alpha) (clipped at the
+    border, lam is then the share actually kept); the loss is mixup's. Returns (mixed, perm, lam)."""
+    from scipy.special import betaincinv
+
+    lam = float(betaincinv(alpha, alpha, float(torch.rand(1, generator=gen))))
+    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    h, w = x.shape[2:]
+    cut_h, cut_w = round(h * (1 - lam) ** 0.5), round(w * (1 - lam) ** 0.5)
+    cy, cx = (int(v) for v in torch.randint(0, 1 << 30, (2,), generator=gen))
+    cy, cx = cy % h, cx % w
+    top, bottom = max(cy - cut_h // 2, 0), min(cy - cut_h // 2 + cut_h, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx - cut_w // 2 + cut_w, w)
+    mixed = x.clone()
+    mixed[:, :, top:bottom, left:right] = x[perm, :, top:bottom, left:right]
+    return mixed, perm, 1 - (bottom - top) * (right - left) / (h * w)
