@@ -137,6 +137,22 @@ def test_numbers_reads_real_photos(server, svhn_dir, number_reader):
     batch = httpx.post(f"{server}/v1/numbers/batch", files=files).json()
     assert [r["file"] for r in batch["results"]] == [p.name for p, _ in photos[:4]] + ["broken.png"]
     assert batch["results"][-1]["error"]["code"] == "not_an_image"
+    # min_confidence withholds the readings under it, per request, single and batch alike
+    for p, found in zip(photos[:4], batch["results"]):
+        for threshold in (0.0, found["confidence"] + 1e-3):
+            sure = httpx.post(f"{server}/v1/numbers", params={"min_confidence": threshold},
+                              content=p[0].read_bytes(), headers={"content-type": "image/png"}).json()
+            assert sure["confidence"] == found["confidence"]
+            if threshold and found["number"] is not None:
+                assert sure["number"] is None and sure["guess"] == found["number"]
+            else:
+                assert sure["number"] == found["number"] and sure.get("guess") is None
+    unsure = httpx.post(f"{server}/v1/numbers/batch", params={"min_confidence": 1.0}, files=files).json()
+    assert all(r["number"] is None for r in unsure["results"][:4]) and "error" in unsure["results"][-1]
+    assert [r.get("guess") for r in unsure["results"][:4]] == [r["number"] for r in batch["results"][:4]]
+    bad = httpx.post(f"{server}/v1/numbers", params={"min_confidence": 1.5}, content=first.read_bytes(),
+                     headers={"content-type": "image/png"})
+    assert bad.status_code == 422
 
 
 # ---------------------------------------------------------------- every error is a JSON 4xx and the server stays up
