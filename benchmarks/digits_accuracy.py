@@ -61,6 +61,8 @@ CONFIGS: dict[str, dict] = {
     "tiny_mixup_wd0.5": {"model": "resnet_tiny", "mixup": 0.2, "weight_decay": 0.5},
     # SGD with Nesterov momentum and coupled weight decay, the usual optimiser for ResNets on SVHN/CIFAR
     "tiny_mixup_sgd": {"model": "resnet_tiny", "mixup": 0.2, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
+    # the learning rate's schedule: cosine after a short warm-up (3% of the steps) instead of OneCycle
+    "tiny_mixup_cosine": {"model": "resnet_tiny", "mixup": 0.2, "schedule": "cosine"},
     # CutMix (alpha 1, as its paper's CIFAR runs) in mixup's place: a rectangle of another digit pasted in
     "tiny_cutmix": {"model": "resnet_tiny", "cutmix": 1.0},
     "tiny_cutmix_0.2": {"model": "resnet_tiny", "cutmix": 0.2},   # mixup's alpha: mostly slivers or whole swaps

@@ -18,7 +18,8 @@ from housenum.errors import ModelError
 from housenum.evaluate import evaluate_run, predict_probs
 from housenum.models import create_model
 from housenum.predict import predict_digits
-from housenum.train import TrainConfig, make_optimizer, sam_second_gradient, split_for_training, train
+from housenum.train import (COSINE_WARMUP, TrainConfig, make_optimizer, make_scheduler, sam_second_gradient,
+                            split_for_training, train)
 
 FILES = ["best.pt", "last.pt", "config.json", "history.csv", "curves.png", "summary.txt"]
 
@@ -135,6 +136,25 @@ def test_sam_takes_the_gradient_uphill_and_puts_the_weights_back():
     assert torch.equal(net[0].running_mean, running_first)
     with pytest.raises(ModelError, match="sam .* must be 0 or more"):
         TrainConfig(model="cnn1", sam=-0.05).resolved()
+
+
+def test_cosine_schedule_warms_up_then_falls_to_zero_and_unknown_ones_are_refused():
+    cfg = TrainConfig(model="cnn1", schedule="cosine", lr=0.01).resolved()
+    w = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([w], lr=cfg.lr)
+    scheduler, lrs = make_scheduler(optimizer, cfg, 1000), []
+    for _ in range(1000):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    warm = round(COSINE_WARMUP * 1000)
+    assert lrs[0] == pytest.approx(0.01 / warm) and max(lrs) == pytest.approx(0.01) == lrs[warm - 1] == lrs[warm]
+    assert all(a < b for a, b in zip(lrs[:warm - 1], lrs[1:warm]))          # rises through the warm-up
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))          # then only falls
+    assert lrs[-1] < 1e-6 and lrs[warm + (1000 - warm) // 2] == pytest.approx(0.005, rel=1e-3)
+    assert make_scheduler(optimizer, TrainConfig(model="cnn1", schedule="constant").resolved(), 10) is None
+    with pytest.raises(ModelError, match="unknown schedule 'cosin'"):
+        TrainConfig(model="cnn1", schedule="cosin").resolved()
 
 
 def test_mixup_side_swaps_and_sam_replay_by_seed_and_change_the_training(small_npz, tmp_path):

@@ -117,6 +117,9 @@ def train_cmd(
     mixup: Annotated[float, typer.Option(
         help="Blend each batch with a shuffled copy of itself by a Beta(a, a) weight, a = this "
              "(0: off; the shipped digit model used 0.2).")] = 0.0,
+    schedule: Annotated[str | None, typer.Option(
+        help="Learning-rate schedule: 'onecycle', 'cosine' (a 3% warm-up, then cosine to 0) or 'constant'; "
+             "default: the recipe's (onecycle for the ResNets, constant for the notebook's).")] = None,
     cutmix: Annotated[float, typer.Option(
         help="CutMix instead: a rectangle of each digit replaced by another's, its area a Beta(a, a) "
              "share, a = this (0: off; below mixup on SVHN here: docs/experiments.md).")] = 0.0,
@@ -140,7 +143,7 @@ def train_cmd(
     cfg = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       channels=channels, recipe=recipe, fold=fold, val_fraction=val_fraction,
                       all_data=all_data, checkpoint=checkpoint, mixup=mixup, cutmix=cutmix, optimizer=optimizer,
-                      sam=sam, device=device, init=str(init) if init else None)
+                      sam=sam, schedule=schedule, device=device, init=str(init) if init else None)
     try:
         result = train(cfg, run_dir, resume=resume is not None)
     except KeyboardInterrupt:

@@ -35,6 +35,9 @@ from housenum.models.summary import model_summary
 from housenum.preprocess import pixels_to_tensor
 
 # Named recipes: every knob a recipe sets; a TrainConfig field left at None takes the recipe's value.
+SCHEDULES = ("constant", "onecycle", "cosine")
+COSINE_WARMUP = 0.03   # share of the steps the cosine schedule spends warming up (OneCycle: 0.25)
+
 RECIPES: dict[str, dict] = {
     "notebook": {  # the course notebook: plain Adam, cross-entropy, constant learning rate
         "augment": False, "label_smoothing": 0.0, "schedule": "constant", "weight_decay": 0.0, "ema": 0.0,
@@ -68,7 +71,7 @@ class TrainConfig:
     checkpoint: str = "best"         # best.pt holds: "best" validation epoch, or "last" (small validation: noise)
     augment: bool | None = None          # None: the recipe's value (see RECIPES)
     label_smoothing: float | None = None
-    schedule: str | None = None          # constant | onecycle
+    schedule: str | None = None          # constant | onecycle | cosine (a short warm-up, then cosine to 0)
     weight_decay: float | None = None
     optimizer: str = "adam"              # adam (AdamW with weight decay) | sgd (Nesterov momentum 0.9)
     sam: float = 0.0                     # sharpness-aware minimisation's radius rho (0: off; two passes a step)
@@ -112,6 +115,8 @@ class TrainConfig:
                              f"{cfg.mixup}, cutmix {cfg.cutmix}")
         if cfg.checkpoint not in ("best", "last"):
             raise ModelError(f"checkpoint must be 'best' or 'last', got '{cfg.checkpoint}'")
+        if cfg.schedule not in SCHEDULES:
+            raise ModelError(f"unknown schedule '{cfg.schedule}'; choose from {', '.join(SCHEDULES)}")
         return cfg
 
     @classmethod
@@ -217,6 +222,24 @@ def predict_logits(model: nn.Module, images: torch.Tensor | np.ndarray, batch_si
             logits = model(x.contiguous(memory_format=torch.channels_last)).float()
         out.append(logits.cpu())
     return torch.cat(out) if out else torch.empty(0, 10)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """The learning-rate schedule, stepped once a batch: None (constant), OneCycle (a quarter of the
+    steps warming up from lr/25, then cosine down, momentum cycled against it), or cosine (linear
+    warm-up over COSINE_WARMUP of the steps, then cosine from lr to 0)."""
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        warm = max(1, round(COSINE_WARMUP * total_steps))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
 
 
 def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor | None, lam: float,
@@ -373,10 +396,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    scheduler = None
-    if cfg.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.25)
+    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
     ema = _EMA(model, cfg.ema) if cfg.ema else None
     net = model
     if dist.world > 1:
