@@ -88,21 +88,24 @@ def mixup(x: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Te
     """Mixup (Zhang et al. 2018): the batch blended with a shuffled copy of itself by one weight
     lam ~ Beta(alpha, alpha); the loss is lam * loss(y) + (1 - lam) * loss(y[perm]).
     Returns (blended, perm, lam). lam is drawn from `gen` (inverse CDF), so runs replay exactly."""
+    lam, perm = _weight_and_partners(x, alpha, gen)
+    return lam * x + (1 - lam) * x[perm], perm, lam
+
+
+def _weight_and_partners(x: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[float, torch.Tensor]:
+    """lam ~ Beta(alpha, alpha) by the inverse CDF of one draw from `gen` (so runs replay), and a
+    shuffle of the batch pairing each image with a partner."""
     from scipy.special import betaincinv
 
     lam = float(betaincinv(alpha, alpha, float(torch.rand(1, generator=gen))))
-    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
-    return lam * x + (1 - lam) * x[perm], perm, lam
+    return lam, torch.randperm(x.shape[0], generator=gen).to(x.device)
 
 
 def cutmix(x: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
     """CutMix (Yun et al. 2019): one rectangle of every image replaced by the same rectangle of a
     shuffled copy of the batch, its area share 1 - lam with lam ~ Beta(alpha, alpha) (clipped at the
     border, lam is then the share actually kept); the loss is mixup's. Returns (mixed, perm, lam)."""
-    from scipy.special import betaincinv
-
-    lam = float(betaincinv(alpha, alpha, float(torch.rand(1, generator=gen))))
-    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    lam, perm = _weight_and_partners(x, alpha, gen)
     h, w = x.shape[2:]
     cut_h, cut_w = round(h * (1 - lam) ** 0.5), round(w * (1 - lam) ** 0.5)
     cy, cx = (int(v) for v in torch.randint(0, 1 << 30, (2,), generator=gen))
