@@ -351,9 +351,7 @@ def read_cmd(
     def line(path: Path, reading) -> str:
         if as_json:
             return json.dumps({"file": str(path), **reading.as_json()})
-        if reading.guess is not None:
-            return f"{path}: unsure, perhaps {reading.guess} ({reading.confidence:.1%})"
-        return f"{path}: {reading.number or '(no number)'} ({reading.confidence:.1%})"
+        return f"{path}: {reading.summary()}"
 
     try:
         _per_file(images, answer, line)

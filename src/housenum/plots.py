@@ -122,16 +122,14 @@ def reading_overlay(photo, reading, long_side: int = 640):
         draw.rectangle((left * scale, band + top * scale, (left + w) * scale, band + (top + h) * scale),
                        outline=colour, width=line)
 
-    guess = reading.guess
-    if (reading.number or guess) is not None and reading.number_box is not None:
+    if (reading.number or reading.guess) is not None and reading.number_box is not None:
         rect(*reading.number_box, NUMBER_BOX_COLOUR)
     for left, top, w, h, digit in reading.boxes:
         rect(left, top, w, h, DIGIT_BOX_COLOUR)
         x, y = left * scale, max(band, band + top * scale - font.size - 4)   # the digit above its box
         draw.rectangle(draw.textbbox((x, y), str(digit), font=font), fill=DIGIT_BOX_COLOUR)
         draw.text((x, y), str(digit), fill=(255, 255, 255), font=font)
-    said = f"unsure, perhaps {guess}" if guess is not None else reading.number or "no number"
-    draw.text((6, 6), f"{said}  ({reading.confidence:.1%})", fill=(0, 0, 0), font=font)
+    draw.text((6, 6), reading.summary(), fill=(0, 0, 0), font=font)
     return canvas
 
 

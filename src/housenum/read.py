@@ -77,6 +77,11 @@ class Reading:
         out = {"number": self.number, "confidence": round(self.confidence, 6), "boxes": self.boxes}
         return out if self.guess is None else {**out, "guess": self.guess}
 
+    def summary(self) -> str:
+        """'123 (97.1%)', 'unsure, perhaps 123 (61.0%)' or 'no number (3.2%)': for people (CLI, drawings)."""
+        said = f"unsure, perhaps {self.guess}" if self.guess is not None else self.number or "no number"
+        return f"{said} ({self.confidence:.1%})"
+
     def sure_or_none(self, min_confidence: float) -> Reading:
         """This reading, or with its number withheld (None, kept as `guess`) when its confidence is
         under `min_confidence`: for callers who would rather have no answer than a wrong one. On the

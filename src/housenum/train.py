@@ -34,10 +34,10 @@ from housenum.models.layers import fit_temperature
 from housenum.models.summary import model_summary
 from housenum.preprocess import pixels_to_tensor
 
-# Named recipes: every knob a recipe sets; a TrainConfig field left at None takes the recipe's value.
 SCHEDULES = ("constant", "onecycle", "cosine")
 COSINE_WARMUP = 0.03   # share of the steps the cosine schedule spends warming up (OneCycle: 0.25)
 
+# Named recipes: every knob a recipe sets; a TrainConfig field left at None takes the recipe's value.
 RECIPES: dict[str, dict] = {
     "notebook": {  # the course notebook: plain Adam, cross-entropy, constant learning rate
         "augment": False, "label_smoothing": 0.0, "schedule": "constant", "weight_decay": 0.0, "ema": 0.0,
