@@ -80,6 +80,10 @@ CONFIGS: dict[str, dict] = {
                      "teachers": [str(ROOT / "runs" / "tradeoff" / "fast_mixup_seed0")]},
     "tiny_distill_online": {"model": "resnet_tiny", "mixup": 0.2, "distill_online": True,
                             "teachers": [str(ROOT / "runs" / "tradeoff" / "fast_mixup_seed0")]},
+    # bf16 autocast on a CPU with bf16 units (AVX512-BF16/AMX; 1.7-2x the default's training speed), and
+    # the time it saves spent on epochs
+    "fast_mixup_bf16": {"model": "resnet_fast", "mixup": 0.2, "precision": "bf16"},
+    "fast_mixup_bf16_60": {"model": "resnet_fast", "mixup": 0.2, "precision": "bf16", "epochs": 60},
     "fast_val5": {"model": "resnet_fast", "n_folds": 20},   # validation 5% of training photos, not 20%
     # the learning curve: the fast recipe on a stable half / quarter of the training photos
     "fast_half": {"model": "resnet_fast", "train_photos": 0.5},

@@ -46,17 +46,22 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(KERAS))
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto",
+                        help="housenum's: auto (bf16 where the CPU has bf16 units), fp32 or bf16; Keras runs fp32")
     parser.add_argument("--keras-python", default=None, help="interpreter with tensorflow 2.15 (omit: skip Keras)")
     args = parser.parse_args()
 
     from housenum.checkpoint import load_model
     from housenum.data import load_digits
     from housenum.evaluate import predict_probs
-    from housenum.train import TrainConfig, train
+    import torch
+
+    from housenum.train import TrainConfig, train, use_bf16
 
     data = load_digits(args.data)
     official = official_mask(Path(args.data))
     labels = data.test.labels
+    print(f"housenum precision: {'bf16' if use_bf16(torch.device('cpu'), args.precision) else 'fp32'}")
     print(f"test split: {len(labels)} digits, {official.sum()} with the exact official test pixels")
     print(f"{'model':<7}{'seed':>5}{'epochs':>7}{'test acc':>10}{'official part':>15}{'train s':>9}"
           f"{'Keras same data: test / official':>35}{'Keras (issue)':>15}")
@@ -66,8 +71,8 @@ def main() -> None:
         for seed in range(args.seeds):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
-                result = train(TrainConfig(model=model, seed=seed, device="cpu", threads=args.threads), tmp,
-                               data=data, progress=False)
+                cfg = TrainConfig(model=model, seed=seed, device="cpu", threads=args.threads, precision=args.precision)
+                result = train(cfg, tmp, data=data, progress=False)
                 seconds = time.perf_counter() - t0
                 right = predict_probs(load_model(tmp), data.test).argmax(1) == labels
             rows.setdefault(model, []).append(float(right[official].mean()))

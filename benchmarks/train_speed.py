@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,12 +33,13 @@ KEYS = ("cnn2", "resnet", "fast", "strong")
 
 
 def housenum_speed(model: str, channels: int, recipe: str, batch: int, epochs: int, threads: int,
-                   data) -> float:
+                   data, precision: str = "auto") -> float:
     from housenum.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(TrainConfig(model=model, channels=channels, recipe=recipe, batch_size=batch,
-                                   epochs=epochs, threads=threads, device="cpu"), tmp, data=data, progress=False)
+        cfg = TrainConfig(model=model, channels=channels, recipe=recipe, batch_size=batch, epochs=epochs,
+                          threads=threads, device="cpu", precision=precision)
+        result = train(cfg, tmp, data=data, progress=False)
     times = sorted(h["seconds"] for h in result.history[1:]) or [result.history[0]["seconds"]]
     return _n_train(data, result.config) / times[len(times) // 2]
 
@@ -54,36 +56,55 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="the first epoch is warm-up; the median of the rest")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", default=",".join(KEYS), help=f"which of: {', '.join(KEYS)}")
+    parser.add_argument("--precision", default="auto",
+                        help="housenum's: auto (bf16 where the CPU has bf16 units), fp32 or bf16; Keras runs fp32")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate housenum and Keras this many times; print the medians (this machine's "
+                             "speed drifts by a quarter within minutes)")
     parser.add_argument("--keras-python", default=None, help="interpreter with tensorflow 2.15 (omit: skip Keras)")
     args = parser.parse_args()
 
-    import numpy as np
+    import torch
 
     from housenum.data import load_digits
-    from housenum.train import TrainConfig, split_for_training
+    from housenum.train import use_bf16
 
     data = load_digits(args.data)
+    print(f"housenum precision: {'bf16' if use_bf16(torch.device('cpu'), args.precision) else 'fp32'}")
     print(f"{'case':<30}{'housenum img/s':>16}{'keras img/s':>14}{'ratio':>8}")
     wanted = set(args.cases.split(","))
     for key, (label, model, channels, recipe, batch) in zip(KEYS, CASES):
         if key not in wanted:
             continue
-        ours = housenum_speed(model, channels, recipe, batch, args.epochs, args.threads, data)
-        theirs = None
-        if args.keras_python and not (recipe == "strong"):
-            cfg = TrainConfig(model=model, channels=channels).resolved()
-            train_set, val_set = split_for_training(data.with_channels(channels), cfg)
-            with tempfile.NamedTemporaryFile(suffix=".npz") as tmp:
-                np.savez(tmp.name, x=train_set.images, y=train_set.labels, xv=val_set.images, yv=val_set.labels)
-                proc = subprocess.run([args.keras_python, str(ROOT / "benchmarks" / "keras_reference.py"), tmp.name,
-                                       model, str(args.epochs), str(batch), str(args.threads)],
-                                      capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.exit(f"keras run failed: {proc.stderr[-2000:]}")
-            theirs = json.loads(proc.stdout.strip().splitlines()[-1])["images_per_second"]
-        ratio = f"{ours / theirs:.2f}x" if theirs else "-"
-        print(f"{label:<30}{ours:>16.0f}{(f'{theirs:.0f}' if theirs else '-'):>14}{ratio:>8}", flush=True)
+        ours, theirs = [], []
+        for _ in range(args.rounds):  # alternated, so a slow spell of the machine falls on both
+            ours.append(housenum_speed(model, channels, recipe, batch, args.epochs, args.threads, data,
+                                       args.precision))
+            if args.keras_python and recipe != "strong":
+                theirs.append(keras_speed(args, data, model, channels, batch))
+        us, them = statistics.median(ours), statistics.median(theirs) if theirs else None
+        ratio = f"{us / them:.2f}x" if them else "-"
+        print(f"{label:<30}{us:>16.0f}{(f'{them:.0f}' if them else '-'):>14}{ratio:>8}", flush=True)
+        if args.rounds > 1:
+            print(f"{'  rounds':<30}{' '.join(f'{v:.0f}' for v in ours):>16}  {' '.join(f'{v:.0f}' for v in theirs)}")
 
+
+def keras_speed(args, data, model: str, channels: int, batch: int) -> float:
+    """Keras 2.15's images/s for the same model on the same training and validation digits."""
+    import numpy as np
+
+    from housenum.train import TrainConfig, split_for_training
+
+    cfg = TrainConfig(model=model, channels=channels).resolved()
+    train_set, val_set = split_for_training(data.with_channels(channels), cfg)
+    with tempfile.NamedTemporaryFile(suffix=".npz") as tmp:
+        np.savez(tmp.name, x=train_set.images, y=train_set.labels, xv=val_set.images, yv=val_set.labels)
+        proc = subprocess.run([args.keras_python, str(ROOT / "benchmarks" / "keras_reference.py"), tmp.name,
+                               model, str(args.epochs), str(batch), str(args.threads)],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"keras run failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["images_per_second"]
 
 if __name__ == "__main__":
     main()

@@ -486,6 +486,24 @@ def test_train_reader_with_scenery_backdrops(svhn_dir, tmp_path, tiny_run):
                      photos=tiny_run.photos)
 
 
+def test_train_reader_precision_bf16_trains_otherwise_and_unknown_ones_are_refused(tmp_path, tiny_run):
+    import torch
+
+    from housenum.read import read_reader_checkpoint
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    states = {}
+    for precision in ("fp32", "bf16"):
+        train_reader(ReaderTrainConfig(**{**tiny_run.cfg.__dict__, "precision": precision}), tmp_path / precision,
+                     photos=tiny_run.photos)
+        states[precision] = read_reader_checkpoint(tmp_path / precision / "last.pt")["reader_state"]
+        assert all(torch.isfinite(v).all() for v in states[precision].values() if v.is_floating_point())
+    assert any(not torch.equal(v, states["bf16"][k]) for k, v in states["fp32"].items())
+    with pytest.raises(ModelError, match="unknown precision 'fp16'"):
+        train_reader(ReaderTrainConfig(**{**tiny_run.cfg.__dict__, "precision": "fp16"}), tmp_path / "x",
+                     photos=tiny_run.photos)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(svhn_dir, tmp_path_factory) -> SimpleNamespace:
     """A tiny reader (box localiser) trained for one epoch on 100 real photos, to start runs from."""

@@ -130,6 +130,9 @@ def train_cmd(
         help="Sharpness-aware minimisation's radius rho, e.g. 0.05 (0: off); each step then takes two "
              "forward and backward passes (1.4-1.5x the time of a plain step on a 2-core CPU).")] = 0.0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        help="'auto' (bf16 autocast on a GPU or on a CPU with bf16 units, AVX512-BF16 or AMX: 1.7-2x faster "
+             "for the ResNets; fp32 elsewhere), 'fp32' or 'bf16'.")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/MODEL).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
     init: Annotated[Path | None, typer.Option(help="Start from this run folder's (or .pt's) weights: fine-tune "
@@ -143,7 +146,8 @@ def train_cmd(
     cfg = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       channels=channels, recipe=recipe, fold=fold, val_fraction=val_fraction,
                       all_data=all_data, checkpoint=checkpoint, mixup=mixup, cutmix=cutmix, optimizer=optimizer,
-                      sam=sam, schedule=schedule, device=device, init=str(init) if init else None)
+                      sam=sam, schedule=schedule, device=device, precision=precision,
+                      init=str(init) if init else None)
     try:
         result = train(cfg, run_dir, resume=resume is not None)
     except KeyboardInterrupt:
@@ -424,6 +428,8 @@ def train_reader_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="'auto' (bf16 autocast on a GPU or a CPU with bf16 units), "
+                                                "'fp32' or 'bf16'.")] = "auto",
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/reader"),
 ) -> None:
     """Train the whole-number reader (localiser + reader) and write its run folder: best.pt,
@@ -441,7 +447,7 @@ def train_reader_cmd(
                             workers=workers, eval_every=eval_every, init=str(init) if init else None,
                             localizer_only=localizer_only, new_localizer=new_localizer, reader_only=reader_only,
                             hard_negatives=hard_negatives, seed=seed, threads=threads,
-                            device=device)
+                            device=device, precision=precision)
     try:
         result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True))
     except KeyboardInterrupt:

@@ -75,6 +75,7 @@ class ReaderTrainConfig:
     arch: dict = field(default_factory=lambda: ARCHS["small"].as_dict())  # widths; see models.reader.ARCHS
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"          # auto (bf16 on a GPU or a CPU with bf16 units, else fp32) | fp32 | bf16
     threads: int | None = 1          # CPU threads (the shared 2-core machine: 1)
     workers: int = 1                 # processes drawing synthetic photos (same data for any number)
     eval_every: int = 1              # epochs between validation rounds and checkpoints
@@ -451,7 +452,7 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     (`real` then means no validation photos are needed).
     """
     from housenum.read import NumberReader
-    from housenum.train import pick_device
+    from housenum.train import PRECISIONS, pick_device, use_bf16
 
     run_dir = Path(run_dir)
     device = pick_device(cfg.device)
@@ -463,6 +464,8 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
         raise ModelError("--reader-only and --localizer-only together leave nothing to train")
     if cfg.loc_backdrop not in LOC_BACKDROPS:
         raise ModelError(f"unknown localiser backdrop {cfg.loc_backdrop!r}: choose {' or '.join(LOC_BACKDROPS)}")
+    if cfg.precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {cfg.precision!r}; choose from {', '.join(PRECISIONS)}")
     if (cfg.reader_only or cfg.hard_negatives) and (not cfg.init or cfg.new_localizer):
         raise ModelError("--reader-only and --hard-negatives need the localiser of --init (and no --new-localizer)")
 
@@ -539,7 +542,7 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     total_steps = cfg.epochs * steps_per_epoch
     ema_loc, ema_read = _EMA(localizer, cfg.ema), _EMA(reader, cfg.ema)
     gen = torch.Generator().manual_seed(cfg.seed)
-    amp = device.type == "cuda"
+    amp = use_bf16(device, cfg.precision)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
