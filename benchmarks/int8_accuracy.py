@@ -2,11 +2,11 @@
 
 The shipped model saw every shared digit, so this scores a stand-in trained by the same recipe
 without the digits of the reader's validation and held-out photos (benchmarks/reader_digit_model.py
-makes it: `--model resnet_fast --all-data --epochs 25 --mixup 0.2 --out runs/digits_noreader_all_mixup`)
+makes it: `--model resnet_fast --all-data --epochs 40 --mixup 0.2 --out runs/digits_noreader_all_bf16`)
 on exactly those digits: float32 and int8 exports of the same checkpoint, the same digits, paired.
 `--split test` scores a run of benchmarks/digits_accuracy.py on crops.npz's test split instead.
 
-    python benchmarks/int8_accuracy.py --model runs/digits_noreader_all_mixup/last.pt
+    python benchmarks/int8_accuracy.py --model runs/digits_noreader_all_bf16/last.pt
     python benchmarks/int8_accuracy.py --model runs/tradeoff/tiny_mixup_seed0 --split test
 """
 
@@ -25,7 +25,7 @@ SHARED = ROOT.parent / "shared" / "data" / "svhn"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(ROOT / "runs" / "digits_noreader_all_mixup" / "last.pt"),
+    parser.add_argument("--model", default=str(ROOT / "runs" / "digits_noreader_all_bf16" / "last.pt"),
                         help="a checkpoint that never saw the reader's validation and held-out photos")
     parser.add_argument("--data", default=str(SHARED / "crops.npz"))
     parser.add_argument("--numbers", default=str(SHARED / "numbers"))
