@@ -93,6 +93,18 @@ def test_resume_continues_to_more_epochs(small_npz, tmp_path):
     assert read_checkpoint(tmp_path / "last.pt")["epoch"] == 3
 
 
+def test_resuming_a_run_saved_before_precision_existed_keeps_it_in_fp32_on_a_cpu(small_npz, tmp_path, monkeypatch):
+    data = load_digits(str(small_npz))
+    train(TrainConfig(model="ann1", epochs=1, precision="fp32", device="cpu"), tmp_path, data=data, progress=False)
+    state = read_checkpoint(tmp_path / "last.pt")
+    del state["config"]["precision"]
+    save_checkpoint(tmp_path / "last.pt", state)
+    monkeypatch.setattr("housenum.train.cpu_has_bf16", lambda: True)  # where `auto` would now pick bf16
+    result = train(TrainConfig(model="ann1", epochs=2), tmp_path, data=data, resume=True, progress=False)
+    assert result.config.precision == "fp32"
+    assert json.loads((tmp_path / "config.json").read_text())["precision"] == "fp32"
+
+
 def test_strong_recipe_runs_with_augmentation_and_ema(tmp_path):
     result = train(TrainConfig(model="resnet", data="synthetic:400", epochs=1, batch_size=128), tmp_path,
                    progress=False)

@@ -400,6 +400,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
     if resume:
         state = read_checkpoint(run_dir / "last.pt")
         cfg = TrainConfig.from_dict(state["config"])
+        if "precision" not in state["config"]:  # saved before `precision`: such runs used bf16 on a GPU only
+            cfg.precision = "bf16" if device.type == "cuda" else "fp32"
         if config.epochs:
             cfg.epochs = config.epochs
     if data is None:
