@@ -42,15 +42,16 @@ def test_stronger_family_is_registered():
     assert count_parameters(create_model("resnet")) > count_parameters(create_model("cnn2"))
 
 
-def test_resnet_fast_starts_its_blocks_at_half_resolution():
+@pytest.mark.parametrize("name, widths", [("resnet_fast", (64, 128, 256)), ("resnet_mid", (48, 96, 192))])
+def test_the_shipped_resnets_start_their_blocks_at_half_resolution(name, widths):
     from housenum.models.resnet import BasicBlock
 
-    model = create_model("resnet_fast", 3).eval()
+    model = create_model(name, 3).eval()
     sizes = []
     for block in (m for m in model.modules() if isinstance(m, BasicBlock)):
         block.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:])))
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    assert sizes == [(64, 16, 16), (128, 8, 8), (256, 4, 4)]
+    assert sizes == [(widths[0], 16, 16), (widths[1], 8, 8), (widths[2], 4, 4)]
 
 
 def test_unknown_model_names_the_choices():
