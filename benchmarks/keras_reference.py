@@ -51,14 +51,15 @@ def build(name: str, channels: int):
         x = L.LeakyReLU(0.1)(x)
         x = L.Dropout(0.5)(x)
         out = L.Dense(10, activation="softmax")(x)
-    elif name in ("resnet", "resnet_fast"):
+    elif name in ("resnet", "resnet_fast", "resnet_mid"):
         def bn_relu(t, relu=True):
             t = L.BatchNormalization()(t)
             return L.ReLU()(t) if relu else t
 
         x = bn_relu(L.Conv2D(32, 3, padding="same", use_bias=False)(inp))
         cin = 32
-        widths, first_stride = ((32, 64, 128, 256), 1) if name == "resnet" else ((64, 128, 256), 2)
+        widths, first_stride = {"resnet": ((32, 64, 128, 256), 1), "resnet_fast": ((64, 128, 256), 2),
+                                "resnet_mid": ((48, 96, 192), 2)}[name]
         for i, w in enumerate(widths):
             stride = first_stride if i == 0 else 2
             y = bn_relu(L.Conv2D(w, 3, stride, padding="same", use_bias=False)(x))

@@ -27,9 +27,10 @@ CASES = [
     ("cnn2 (notebook)", "cnn2", 1, "notebook", 128),
     ("resnet, same work as Keras", "resnet", 3, "notebook", 128),
     ("resnet_fast, same work as Keras", "resnet_fast", 3, "notebook", 128),
-    ("resnet_fast, shipped recipe", "resnet_fast", 3, "strong", 128),
+    ("resnet_mid (shipped), same work as Keras", "resnet_mid", 3, "notebook", 128),
+    ("resnet_mid, shipped recipe", "resnet_mid", 3, "strong", 128),
 ]
-KEYS = ("cnn2", "resnet", "fast", "strong")
+KEYS = ("cnn2", "resnet", "fast", "mid", "strong")
 
 
 def housenum_speed(model: str, channels: int, recipe: str, batch: int, epochs: int, threads: int,
