@@ -84,7 +84,7 @@ CONFIGS: dict[str, dict] = {
     # the time it saves spent on epochs
     "fast_mixup_bf16": {"model": "resnet_fast", "mixup": 0.2, "precision": "bf16"},
     "fast_mixup_bf16_60": {"model": "resnet_fast", "mixup": 0.2, "precision": "bf16", "epochs": 60},
-    # the default at 3/4 width: int8 inference 1.2-1.5x faster on a Zen 5 (docs/experiments.md)
+    # the default at 3/4 width: int8 inference about 1.3x faster on a Zen 5 (docs/experiments.md)
     "mid_mixup_bf16_60": {"model": "resnet_mid", "mixup": 0.2, "precision": "bf16", "epochs": 60},
     "mid_mixup_bf16_90": {"model": "resnet_mid", "mixup": 0.2, "precision": "bf16", "epochs": 90},
     "fast_val5": {"model": "resnet_fast", "n_folds": 20},   # validation 5% of training photos, not 20%
