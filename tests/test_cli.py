@@ -135,3 +135,12 @@ def test_bad_input_is_one_clear_line(compared, crops, tmp_path):
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
         assert message in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+
+
+def test_train_help_names_every_registered_model():
+    """The CLI keeps torch out of `--help`, so its model list is written out: it must not drift from the registry."""
+    from housenum.models import list_models
+
+    text = " ".join(housenum("train", "--help").stdout.split())
+    missing = [name for name in list_models() if name not in text]
+    assert not missing, f"`housenum train --help` does not name {missing}"

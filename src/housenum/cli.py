@@ -96,7 +96,8 @@ def data_info(
 def train_cmd(
     model: Annotated[str, typer.Option(help="Model name: ann1, ann2, cnn1, cnn2 (the notebook's), resnet_mid "
                                             "(the shipped digit model's), resnet_tiny (the `fast` one's), "
-                                            "resnet_fast, resnet_small, resnet, resnet_wide.")] = "cnn2",
+                                            "resnet_fast, resnet_small, resnet, resnet_wide, resnet_chnorm "
+                                            "(resnet with fixed channel normalisation).")] = "cnn2",
     data: DataOpt = "synthetic",
     epochs: Annotated[int | None, typer.Option(help="Default: the model's (the notebook's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
