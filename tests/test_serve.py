@@ -214,7 +214,7 @@ def test_batch_limits_and_unknown_routes(server, crops):
 
 
 def test_server_survives_a_burst_of_bad_input(server, crops):
-    with httpx.Client(base_url=server) as client:
+    with httpx.Client(base_url=server, timeout=30) as client:
         for i in range(30):
             client.post("/v1/digits", content=os.urandom(64 + i), headers={"content-type": "image/jpeg"})
         assert client.get("/healthz").status_code == 200
