@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from housenum.checkpoint import LoadedModel, load_model
+from housenum.errors import ImageError
 from housenum.preprocess import image_to_digit, open_image, pixels_to_tensor
 
 
@@ -34,18 +36,37 @@ class DigitRecognizer:
 
     @torch.no_grad()
     def predict_arrays(self, digits: np.ndarray, top_k: int = 3) -> list[DigitPrediction]:
-        """digits: (N, 32, 32, C) uint8 as made by `prepare`."""
+        """digits: (N, 32, 32, C) uint8 as made by `prepare` (C the model's channels)."""
+        check_top_k(top_k)
+        digits = np.asarray(digits)
+        channels = self.loaded.channels
+        if digits.ndim != 4 or digits.shape[1:] != (32, 32, channels):
+            raise ImageError(f"digit arrays must be (N, 32, 32, {channels}) for this {channels}-channel model, "
+                             f"got {digits.shape}; `predict` takes images of any size")
+        if digits.dtype != np.uint8:
+            raise ImageError(f"digit arrays must be uint8 0..255, got {digits.dtype}; `predict` converts other images")
         probs = torch.softmax(self.loaded.model(pixels_to_tensor(digits)), 1)
-        values, indices = probs.topk(min(max(top_k, 1), 10), dim=1)
+        values, indices = probs.topk(top_k, dim=1)
         return [
             DigitPrediction(int(ix[0]), float(v[0]), [(int(i), float(p)) for i, p in zip(ix, v)])
             for v, ix in zip(values, indices)
         ]
 
-    def predict(self, images: list, top_k: int = 3) -> list[DigitPrediction]:
-        if not images:
+    def predict(self, images, top_k: int = 3) -> list[DigitPrediction]:
+        """A list of images (paths, bytes, PIL images, arrays) or one (N, H, W[, C]) array of them."""
+        check_top_k(top_k)
+        if isinstance(images, (str, Path, bytes, Image.Image)):
+            raise ImageError("predict takes a list of images; wrap a single one in a list: predict([image])")
+        if isinstance(images, np.ndarray) and images.ndim < 3:
+            raise ImageError(f"predict takes a list of images or an (N, H, W[, C]) array, got shape {images.shape}")
+        if len(images) == 0:
             return []
         return self.predict_arrays(np.stack([self.prepare(i) for i in images]), top_k)
+
+
+def check_top_k(top_k: int) -> None:
+    if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 10:
+        raise ValueError(f"top_k must be an integer 1..10 (there are 10 digits), got {top_k!r}")
 
 
 def predict_digits(images: list, model: str | Path | None = None, top_k: int = 3) -> list[DigitPrediction]:

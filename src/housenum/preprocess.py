@@ -7,17 +7,20 @@ both end as float tensors (N, C, 32, 32) scaled to 0..1; models normalise furthe
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from housenum.errors import ImageError, ImageTooLargeError
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+# What Pillow raises for a file whose header or data is cut short or garbled (fuzzing found each)
+CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 
 
 def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -36,7 +39,10 @@ def open_image(source: str | Path | bytes | Image.Image | np.ndarray,
     refused without allocating it.
     """
     if isinstance(source, Image.Image):
-        return _to_rgb(source)
+        try:
+            return _to_rgb(_upright(source))
+        except CORRUPT as e:
+            raise ImageError(f"image: corrupt or truncated ({e})") from None
     if isinstance(source, np.ndarray):
         return _array_to_image(source)
     if isinstance(source, (str, Path)):
@@ -60,16 +66,28 @@ def open_image(source: str | Path | bytes | Image.Image | np.ndarray,
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image (expected PNG, JPEG or another common format)") from None
-    except Image.DecompressionBombError as e:  # PIL refuses > 2x its own limit while reading the header
-        raise ImageTooLargeError(f"{name}: image is too large ({e}; limit {max_pixels} pixels)") from None
+    except Image.DecompressionBombError:  # PIL refuses > 2x its own limit while reading the header
+        raise ImageTooLargeError(f"{name}: image is too large (its header declares more than "
+                                 f"{2 * Image.MAX_IMAGE_PIXELS} pixels; limit {max_pixels})") from None
+    except CORRUPT as e:  # a header cut short or garbled: Pillow raises any of these
+        raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     w, h = img.size
     if w * h > max_pixels:
         raise ImageTooLargeError(f"{name}: image is too large ({w}x{h} = {w * h} pixels; limit {max_pixels})")
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError) as e:
+        return _to_rgb(_upright(img))
+    except CORRUPT as e:
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
-    return _to_rgb(img)
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: phone photos store their pixels sideways with an EXIF
+    orientation tag. A garbled tag leaves the pixels as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - any error in the tag itself: keep the pixels unrotated
+        return img
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -92,9 +110,24 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
         raise ImageError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
     if arr.size == 0:
         raise ImageError("image array is empty")
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return _to_rgb(Image.fromarray(arr))
+    return _to_rgb(Image.fromarray(_as_uint8(arr)))
+
+
+def _as_uint8(arr: np.ndarray) -> np.ndarray:
+    """Pixels as uint8: integers must be 0..255; floats may be 0..255 or, as after the notebook's
+    `/ 255`, 0..1 (a float image whose largest value is at most 1 is taken as 0..1)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind not in "iuf":
+        raise ImageError(f"image array must hold numbers (uint8 0..255, or floats 0..1 or 0..255), got {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageError("image array holds NaN or infinite values")
+    low, high = float(arr.min()), float(arr.max())
+    if arr.dtype.kind == "f" and low >= 0 and high <= 1:
+        return np.rint(arr * 255).astype(np.uint8)
+    if low < 0 or high > 255:
+        raise ImageError(f"image array values must be 0..255 (or floats 0..1), got {low:g}..{high:g}")
+    return np.rint(arr).astype(np.uint8)
 
 
 def image_to_digit(img: Image.Image, channels: int) -> np.ndarray:

@@ -225,7 +225,7 @@ class NumberReader:
         return self._nets.name
 
     def read(self, image) -> Reading:
-        """One photo: a path, bytes, PIL image or (H, W, 3) uint8 array."""
+        """One photo: a path, bytes, PIL image or (H, W[, 3]) array (uint8, or floats 0..1 or 0..255)."""
         return self.read_many([image])[0]
 
     def read_many(self, images, batch_size: int = 64) -> list[Reading]:

@@ -1,0 +1,92 @@
+"""Opening user images (`housenum.preprocess.open_image`) and the Python prediction API's argument checks."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from housenum.errors import ImageError
+from housenum.preprocess import open_image
+
+
+def encoded(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo(svhn_dir) -> Image.Image:
+    """A real street photo, wider than tall."""
+    return Image.open(svhn_dir / "numbers" / "images" / "test_2.png").convert("RGB")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM"])
+def test_every_cut_of_a_file_is_an_image_error(photo, fmt):
+    """A file cut anywhere, header included, is refused as corrupt: Pillow raises half a dozen
+    exception types for these, and each must become the one ImageError (HTTP 400, a CLI line)."""
+    data = encoded(photo, fmt)
+    cuts = sorted({*range(1, 64), *np.linspace(64, len(data) - 1, 24).astype(int)})
+    for cut in cuts:
+        try:
+            open_image(data[:cut])
+        except ImageError:
+            continue
+        # Some cuts still decode (a JPEG or GIF missing only its tail); they must then give a whole RGB image
+        img = open_image(data[:cut])
+        assert img.mode == "RGB" and img.size == photo.size, (fmt, cut)
+
+
+def test_exif_orientation_is_applied(photo):
+    """Phone photos store pixels sideways with an orientation tag; they are read as meant to be seen."""
+    sideways = photo.transpose(Image.Transpose.ROTATE_90)   # what a camera held sideways stores
+    exif = Image.Exif()
+    exif[0x0112] = 6                                         # "rotate 90 clockwise to view"
+    upright = open_image(encoded(sideways, "JPEG", exif=exif.tobytes(), quality=95))
+    assert upright.size == photo.size
+    diff = np.abs(np.asarray(upright, np.int16) - np.asarray(photo, np.int16)).mean()
+    assert diff < 8, diff                                    # JPEG noise only
+
+
+def test_float_arrays_in_0_1_or_0_255_give_the_same_image(crops):
+    digit = crops["X"][0]
+    as_uint8 = np.asarray(open_image(digit))
+    assert np.array_equal(np.asarray(open_image(digit / 255.0)), as_uint8)
+    assert np.array_equal(np.asarray(open_image(digit.astype(np.float32))), as_uint8)
+    assert np.array_equal(np.asarray(open_image(digit.astype(np.int64))), as_uint8)
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.full((32, 32, 3), np.nan), "NaN"),
+    (np.full((32, 32, 3), 300.0), "0..255"),
+    (np.full((32, 32), -1, np.int16), "0..255"),
+    (np.zeros((32, 32, 3), bool), "numbers"),
+    (np.zeros((4, 32, 32, 3), np.uint8), "must be (H, W)"),
+])
+def test_bad_arrays_are_image_errors(array, message):
+    with pytest.raises(ImageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        open_image(array)
+
+
+def test_prediction_api_checks_its_arguments(crops):
+    from housenum.export import load_digit_recognizer
+
+    fast = load_digit_recognizer("fast")
+    X, y = crops["X"][:8], crops["y"][:8]
+    as_list = [p.digit for p in fast.predict(list(X))]
+    assert [p.digit for p in fast.predict(X)] == as_list     # an (N, H, W, C) array is a batch
+    assert [p.digit for p in fast.predict(list(X / 255.0))] == as_list
+    assert np.mean(np.equal(as_list, y)) >= 0.75
+    with pytest.raises(ImageError, match="wrap a single one in a list"):
+        fast.predict("digit.png")
+    with pytest.raises(ImageError, match=r"\(N, 32, 32, 3\)"):
+        fast.predict_arrays(X[:, :16])
+    with pytest.raises(ImageError, match="uint8"):
+        fast.predict_arrays(X.astype(np.float32))
+    for bad in (0, 11, -1):
+        with pytest.raises(ValueError, match="top_k"):
+            fast.predict(list(X), top_k=bad)
