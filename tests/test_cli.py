@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from housenum.read import DEFAULT_READER
 from tests.test_formats import write_official_mat
 
 
@@ -49,6 +50,24 @@ def test_evaluate_json_prints_only_json(compared, small_npz):
     assert set(result) >= {"accuracy", "macro_f1", "n", "per_class"}
     assert set(result["per_class"]) == {str(d) for d in range(10)}
     assert 0 <= result["accuracy"] <= 1 and result["n"] > 100
+
+
+def test_evaluate_the_shipped_model_from_any_folder(tmp_path):
+    """The shipped model recorded its data relative to the project; `evaluate` finds it from elsewhere too."""
+    proc = subprocess.run([sys.executable, "-m", "housenum.cli", "evaluate", "fast", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["accuracy"] > 0.9
+
+
+def test_macro_f1_counts_only_the_digits_that_occur():
+    from housenum.evaluate import score
+
+    labels = np.array([3, 3, 5, 5])
+    probs = np.eye(10)[[3, 3, 5, 3]]                     # one 5 read as 3
+    result = score(probs, labels)
+    assert result.accuracy == 0.75
+    assert result.macro_f1 == pytest.approx((0.8 + 2 / 3) / 2)   # F1 of 3 and of 5, not of ten digits
 
 
 def test_predict_json_one_line_per_image(compared, crops, tmp_path):
@@ -112,7 +131,29 @@ def bad_cases(tmp_path, crops, run):
     np.savez(bad_labels, X=crops["X"][:10], y=np.arange(10) + 5)
     not_ckpt = tmp_path / "model.pt"
     not_ckpt.write_bytes(b"junk")
+    empty_npz = tmp_path / "empty.npz"
+    np.savez(empty_npz, X=crops["X"][:0], y=crops["y"][:0])
+    tiny = tmp_path / "tiny.npz"
+    np.savez(tiny, X=crops["X"][:20], y=crops["y"][:20])
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("in the way")
+    digit = tmp_path / "digit.png"
+    Image.fromarray(crops["X"][0]).save(digit)
+    train = ["train", "--model", "ann1", "--data", tiny, "--out", tmp_path / "never"]
     return [
+        (["predict", digit, "--model", DEFAULT_READER], "a whole-number reader, not a digit model"),
+        ([*train, "--epochs", "0"], "epochs must be 1 or more"),
+        ([*train, "--batch-size", "-5"], "batch-size must be 1 or more"),
+        ([*train, "--lr", "-1"], "lr must be a number above 0"),
+        ([*train, "--val-fraction", "0"], "val-fraction must be between 0 and 1"),
+        ([*train, "--fold", "7"], "fold must be 0..4"),
+        ([*train, "--device", "bogus"], "unknown device 'bogus'"),
+        (["data", "info", empty_npz], "holds no images"),
+        (["data", "info", tmp_path], "is a folder"),
+        (["evaluate", run, "--data", tiny, "--out", a_file], "exists and is not a folder"),
+        (["evaluate-numbers", "synthetic:0"], "needs N >= 1"),
+        (["compare", "--models", ","], "names no model"),
+        (["read", digit, "--out", a_file], "exists and is not a folder"),
         (["data", "info", tmp_path / "missing.npz"], "no such file"),
         (["data", "info", wrong_keys], "missing array(s) X, y"),
         (["data", "info", bad_labels], "labels must be whole numbers 0..9"),

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from housenum.checkpoint import DEFAULT_DIGIT_MODEL
+from housenum.read import DEFAULT_READER
 from tests.conftest import serving
 
 
@@ -129,7 +130,8 @@ def test_numbers_reads_real_photos(server, svhn_dir, number_reader):
             body = r.json()
             assert set(body) >= {"number", "confidence", "boxes", "model", "ms"}
             assert body["number"] == number_reader.read(path).number
-            assert all(len(box) == 5 for box in body["boxes"])
+            assert all(len(box) == 5 and all(type(v) is int for v in box) for box in body["boxes"])
+            assert body["boxes"] == number_reader.read(path).boxes    # the same ints as the batch and the CLI
             right += body["number"] == label
     assert right >= len(photos) // 2
     files = [("files", (p.name, p.read_bytes(), "image/png")) for p, _ in photos[:4]]
@@ -166,6 +168,7 @@ ERROR_CASES = {
     "not an image": (400, "not_an_image", dict(content=b"hello", headers={"content-type": "image/png"})),
     "empty file": (400, "empty", dict(files={"file": ("e.png", b"", "image/png")})),
     "truncated png": (400, "not_an_image", "truncated"),
+    "png header cut short": (400, "not_an_image", "header"),
     "too many bytes": (413, "too_large", dict(content=b"\0" * (10 * 1024 * 1024 + 70_000),
                                                headers={"content-type": "image/png"})),
     "too many bytes, streamed": (413, "too_large", "streamed"),
@@ -190,6 +193,8 @@ def test_bad_input_is_a_json_4xx(server, crops, case):
     good = png_bytes(crops["X"][0])
     if request == "truncated":
         request = dict(files={"file": ("t.png", good[: len(good) // 2], "image/png")})
+    elif request == "header":
+        request = dict(files={"file": ("t.png", good[:16], "image/png")})
     elif request == "streamed":
         chunks = (b"\0" * (1024 * 1024) for _ in range(12))  # no Content-Length: chunked transfer
         request = dict(content=chunks, headers={"content-type": "image/png"})
@@ -218,8 +223,15 @@ def test_server_survives_a_burst_of_bad_input(server, crops):
         for i in range(30):
             client.post("/v1/digits", content=os.urandom(64 + i), headers={"content-type": "image/jpeg"})
         assert client.get("/healthz").status_code == 200
-        ok = client.post("/v1/digits", content=png_bytes(crops["X"][1]), headers={"content-type": "image/png"})
+        assert client.head("/healthz").status_code == 200
+        good = png_bytes(crops["X"][1])
+        ok = client.post("/v1/digits", content=good, headers={"content-type": "image/png"})
         assert ok.status_code == 200
+        mixed = client.post("/v1/digits/batch", files=[("files", ("a.png", good, "image/png")),
+                                                       ("files", ("b.png", good[:16], "image/png"))])
+        assert mixed.status_code == 200, mixed.text
+        first, second = mixed.json()["results"]
+        assert "digit" in first and second["error"]["code"] == "not_an_image"
 
 
 # ---------------------------------------------------------------- docs and page, offline
@@ -258,3 +270,18 @@ def test_serve_int8_without_an_export_is_one_line(tmp_path):
                            "--int8"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("error: no int8 export beside") and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--number-model", "nowhere"], "no such run folder or checkpoint"),
+    (["--digit-model", str(DEFAULT_READER)], "a whole-number reader, not a digit model"),
+    (["--number-model", str(DEFAULT_DIGIT_MODEL)], "not a whole-number reader checkpoint"),
+    (["--examples", "nowhere"], "--examples nowhere: no such folder"),
+    (["--port", "99999"], "Invalid value"),
+    (["--max-mb", "-1"], "Invalid value"),
+])
+def test_serve_refuses_bad_settings_before_it_starts(args, message):
+    done = subprocess.run([sys.executable, "-m", "housenum.cli", "serve", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr and "serving on" not in done.stderr

@@ -49,6 +49,16 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
+def read_digit_checkpoint(path: Path) -> dict:
+    """A checkpoint that must hold a digit model (not, say, the whole-number reader)."""
+    state = read_checkpoint(path)
+    if state.get("kind") == "housenum-reader/1":
+        raise ModelError(f"{path}: a whole-number reader, not a digit model (use it with `housenum read --model`)")
+    if not {"model", "channels", "model_state"} <= state.keys():
+        raise ModelError(f"{path}: not a digit-model checkpoint (no model, channels or weights in it)")
+    return state
+
+
 def checkpoint_path(source: str | Path | None, default: Path = DEFAULT_DIGIT_MODEL, what: str = "digit model",
                     shipped: dict[str, Path] | None = None) -> Path:
     """A run folder means its best checkpoint (else its last); None means the shipped model, and
@@ -75,7 +85,7 @@ def checkpoint_path(source: str | Path | None, default: Path = DEFAULT_DIGIT_MOD
 
 def load_model(source: str | Path | None = None) -> LoadedModel:
     path = checkpoint_path(source)
-    state = read_checkpoint(path)
+    state = read_digit_checkpoint(path)
     model = create_model(state["model"], state["channels"])
     try:
         model.load_state_dict(state["model_state"])
@@ -85,6 +95,23 @@ def load_model(source: str | Path | None = None) -> LoadedModel:
         model = TemperatureScaled(model, state["temperature"])
     model.eval()
     return LoadedModel(model, state["model"], state["channels"], state.get("config", {}), path)
+
+
+def recorded_data(loaded: LoadedModel, fallback: str) -> str:
+    """The data spec a model was trained on, for commands whose --data defaults to it. A file spec is
+    relative to where training ran; for the shipped models that is the project's root, so it is
+    looked for there too before giving up with a clear line."""
+    spec = loaded.config.get("data")
+    if not spec:
+        return fallback
+    path = Path(spec)
+    if path.suffix.lower() not in (".npz", ".h5", ".hdf5", ".mat") or path.is_absolute() or path.exists():
+        return spec
+    beside_project = Path(__file__).resolve().parents[2] / path
+    if beside_project.exists():
+        return str(beside_project)
+    raise ModelError(f"{loaded.path}: its training data '{spec}' (a path relative to where it was trained) "
+                     "is not found from here; give --data SPEC")
 
 
 def read_config(run_dir: Path) -> dict:

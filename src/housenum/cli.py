@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from housenum.errors import HousenumError
+from housenum.errors import HousenumError, ModelError
 
 app = typer.Typer(
     help="Read house numbers from street photos: SVHN data, models, training, evaluation, serving.",
@@ -33,6 +34,20 @@ NoSearchOpt = Annotated[bool, typer.Option("--no-search", help="Do not read unsu
                                                                "(faster; misses more small numbers).")]
 
 
+def _version(show: bool) -> None:
+    if show:
+        from housenum import __version__
+
+        typer.echo(f"housenum {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Read house numbers from street photos: SVHN data, models, training, evaluation, serving."""
+
+
 def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
@@ -52,6 +67,20 @@ def _per_file(paths: list[Path], answer: Callable[[Path], object], line: Callabl
         raise typer.Exit(1)
 
 
+def _folder_out(out: Path | None) -> Path | None:
+    """Check an --out folder before the work, not after it."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise HousenumError(f"--out {out}: exists and is not a folder")
+    return out
+
+
+def _file_out(out: Path | None) -> Path | None:
+    """Check an --out file before the work, not after it."""
+    if out is not None and out.is_dir():
+        raise HousenumError(f"--out {out}: is a folder; give a file name")
+    return out
+
+
 @data_app.command("info")
 def data_info(
     spec: Annotated[str, typer.Argument(help="Dataset spec, as for --data.")] = "synthetic",
@@ -65,6 +94,7 @@ def data_info(
     from housenum import plots
     from housenum.data import load_digits
 
+    _file_out(out)
     data = load_digits(spec, channels)
     splits = {"train": data.train, "test": data.test, **data.extra}
     info = {
@@ -171,7 +201,7 @@ def evaluate_cmd(
     """Accuracy, macro F1, classification report, confusion-matrix heatmap and worst mistakes."""
     from housenum.evaluate import evaluate_run
 
-    result = evaluate_run(run, data, out)
+    result = evaluate_run(run, data, _folder_out(out))
     if not result.held_out:
         typer.echo("note: this model trained on this data's test split too (--all-data): the figures below "
                    "are not held-out; its recipe's held-out figures are in its model card", err=True)
@@ -202,7 +232,10 @@ def compare_cmd(
     def announce(name: str, i: int, n: int) -> None:
         typer.echo(f"[{i + 1}/{n}] {name}", err=True)
 
-    rows = compare([m.strip() for m in models.split(",") if m.strip()], data, out, quick=quick,
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise ModelError(f"--models '{models}' names no model; e.g. --models ann1,cnn2")
+    rows = compare(names, data, out, quick=quick,
                    epochs=epochs, seed=seed, channels=channels, on_model=announce)
     if as_json:
         typer.echo(json.dumps({"leaderboard": rows, "selected": rows[0]["model"], "out": str(out)}))
@@ -238,7 +271,7 @@ def predict_cmd(
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own models.")] = 1,
     digit_model: Annotated[Path | None, typer.Option(
         help="Run folder or .pt for /v1/digits, or 'fast' (the shipped small model); default: the shipped model. "
@@ -247,9 +280,9 @@ def serve_cmd(
     number_model: Annotated[Path | None, typer.Option(help="Model for the house-number reader; default: its own.")
                             ] = None,
     examples: Annotated[Path | None, typer.Option(help="Folder of example photos to offer on the page.")] = None,
-    max_mb: Annotated[float, typer.Option(help="Largest image accepted, in megabytes.")] = 10,
-    max_megapixels: Annotated[float, typer.Option(help="Largest image accepted, in megapixels (from its header).")
-                              ] = 40,
+    max_mb: Annotated[float, typer.Option(min=0.001, help="Largest image accepted, in megabytes.")] = 10,
+    max_megapixels: Annotated[float, typer.Option(
+        min=0.001, help="Largest image accepted, in megapixels (from its header).")] = 40,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images in one batch request.")] = 32,
     max_merge: Annotated[int, typer.Option(
         min=1, help="Most single-image requests run together in one model call when they queue (1: never).")] = 32,
@@ -260,10 +293,17 @@ def serve_cmd(
                     ] = False,
 ) -> None:
     """Run the HTTP service: the web page at /, the API under /v1, API docs at /docs, /healthz, /metrics."""
-    from housenum.checkpoint import checkpoint_path
+    from housenum.checkpoint import checkpoint_path, read_digit_checkpoint
     from housenum.serve.app import Settings, serve
 
-    checkpoint_path(digit_model)  # a missing model is one clear line here, not a traceback in each worker
+    # a missing or wrong model is one clear line here, not a traceback in each worker
+    read_digit_checkpoint(checkpoint_path(digit_model))
+    if number_model is not None:   # named, so it must load; the default reader may be left out of an install
+        from housenum.read import read_reader_checkpoint, reader_checkpoint_path
+
+        read_reader_checkpoint(reader_checkpoint_path(number_model))
+    if examples is not None and not examples.is_dir():
+        raise HousenumError(f"--examples {examples}: no such folder")
     if int8:
         from housenum.export import load_digit_recognizer
 
@@ -298,7 +338,7 @@ def export_cmd(
     if fmt != "onnx":
         _err(f"unknown format '{fmt}'; only 'onnx' is supported")
         raise typer.Exit(2)
-    report = export_onnx(run, out, data, n, int8=int8)
+    report = export_onnx(run, _file_out(out), data, n, int8=int8)
     if as_json:
         typer.echo(json.dumps(report.as_json()))
         return
@@ -339,6 +379,7 @@ def read_cmd(
     from housenum.preprocess import open_image
     from housenum.read import NumberReader
 
+    _folder_out(out)
     reader = NumberReader(model, digits=_digits_arg(digit_model, reader_only), search=not no_search)
     drawn: set[str] = set()
 
@@ -350,8 +391,8 @@ def read_cmd(
             while name in drawn:     # photos of one name from different folders
                 k += 1
                 name = f"{path.stem}-{k}.read.png"
-            drawn.add(name)
             plots.save_image(plots.reading_overlay(photo, reading), out / name)
+            drawn.add(name)
         return reading
 
     def line(path: Path, reading) -> str:
@@ -382,7 +423,7 @@ def evaluate_numbers_cmd(
     """Whole-number and per-digit accuracy, accuracy by length, coverage at 95%/98% precision."""
     from housenum.evaluate_numbers import evaluate_numbers
 
-    result = evaluate_numbers(data, model, out, files, digits=_digits_arg(digit_model, reader_only),
+    result = evaluate_numbers(data, model, _folder_out(out), files, digits=_digits_arg(digit_model, reader_only),
                               search=not no_search)
     if as_json:
         typer.echo(json.dumps(result.as_json()))
@@ -461,10 +502,15 @@ def train_reader_cmd(
 
 def main() -> None:
     """Entry point: user mistakes end in one clear line and a non-zero exit, never a traceback."""
+    # Pillow warns of corrupt EXIF and the like before the error that says so once
+    warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
     try:
         app()
     except HousenumError as e:
         _err(str(e))
+        sys.exit(2)
+    except OSError as e:  # an output path that cannot be written: a folder in the way, no permission
+        _err(f"{e.filename}: {e.strerror or e}" if e.filename else str(e))
         sys.exit(2)
     except KeyboardInterrupt:
         _err("interrupted")

@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from housenum import plots
-from housenum.checkpoint import LoadedModel, load_model
+from housenum.checkpoint import LoadedModel, load_model, recorded_data
 from housenum.data import DEFAULT_SPEC, DigitSet, load_digits
 from housenum.io import write_text
 from housenum.train import predict_logits
@@ -67,7 +67,8 @@ def score(probs: np.ndarray, labels: np.ndarray) -> Evaluation:
                                 output_dict=True, zero_division=0)
     return Evaluation(
         accuracy=float(accuracy_score(labels, pred)),
-        macro_f1=float(f1_score(labels, pred, labels=range(10), average="macro", zero_division=0)),
+        # over the digits that occur (in truth or prediction): a digit absent from both would count as 0
+        macro_f1=float(f1_score(labels, pred, labels=np.union1d(labels, pred), average="macro", zero_division=0)),
         n=len(labels),
         per_class={d: {"precision": per[d]["precision"], "recall": per[d]["recall"],
                        "f1": per[d]["f1-score"], "support": int(per[d]["support"])} for d in DIGITS},
@@ -102,7 +103,7 @@ def evaluate_run(model: str | Path | None, data: str | None = None,
     (default: `<run>/eval`) when a folder is given or implied.
     """
     loaded = load_model(model)
-    spec = data or loaded.config.get("data") or DEFAULT_SPEC
+    spec = data or recorded_data(loaded, DEFAULT_SPEC)
     test = load_digits(spec).test
     result = score(predict_probs(loaded, test, tta), test.labels)
     result.held_out = not trained_on_test_split(loaded.config, spec)

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from housenum import plots
 from housenum.data.numbers import NumberSet, load_numbers, number_box
+from housenum.errors import DataFormatError
 from housenum.preprocess import open_image
 from housenum.models.reader import CTC_BLANK
 from housenum.read import NumberReader, RawOutputs, Reading
@@ -157,6 +158,8 @@ def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | Non
     photos = load_numbers(spec, default_split="test")
     if files:
         photos = photos.matching(files)
+    if len(photos) == 0:
+        raise DataFormatError(f"{photos.name}: holds no photos")
     reader = NumberReader(model, backend=backend, digits=digits, search=search)
     scored = score(reader, photos)
     read = [r.number for r in scored.readings]

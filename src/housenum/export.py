@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from housenum.checkpoint import checkpoint_path, load_model
+from housenum.checkpoint import checkpoint_path, load_model, recorded_data
 from housenum.errors import ModelError
 from housenum.io import atomic_path
 from housenum.predict import DigitRecognizer
@@ -82,9 +82,9 @@ def export_onnx(source: str | Path | None, out: str | Path | None = None, parity
     t0 = time.perf_counter()
     ckpt = checkpoint_path(source)
     loaded = load_model(ckpt)
-    spec = parity_data or loaded.config.get("data") or "synthetic"
+    spec = parity_data or recorded_data(loaded, "synthetic")
     data = load_digits(spec, loaded.channels)
-    parity_images = data.test.images[:n_parity]
+    parity_images = (data.test if len(data.test) else data.train).images[:n_parity]
     path = Path(out) if out is not None else onnx_path_for(ckpt, int8)
     metadata = {HASH_KEY: file_sha256(ckpt), "housenum_model": loaded.name,
                 "housenum_channels": str(loaded.channels), "housenum_precision": "int8" if int8 else "float32"}
@@ -98,10 +98,10 @@ def export_onnx(source: str | Path | None, out: str | Path | None = None, parity
         else:
             _export_float(loaded, tmp)
         _add_metadata(tmp, metadata)
-    x = pixels_to_tensor(parity_images)
-    with torch.no_grad():
-        expected = loaded.model(x).numpy()
-    got = OnnxModel(path).run(x.numpy())
+        x = pixels_to_tensor(parity_images)      # checked before the export takes its name
+        with torch.no_grad():
+            expected = loaded.model(x).numpy()
+        got = OnnxModel(tmp).run(x.numpy())
     diff = float(np.abs(expected - got).max())
     agree = float((expected.argmax(1) == got.argmax(1)).mean())
     return ExportReport(path, ckpt, loaded.name, spec, len(x), diff, agree, time.perf_counter() - t0,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from housenum import plots
-from housenum.checkpoint import checkpoint_path, load_model, read_checkpoint, save_checkpoint
+from housenum.checkpoint import checkpoint_path, load_model, read_checkpoint, read_digit_checkpoint, save_checkpoint
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
 from housenum.data.augment import Augment, augment_batch, cutmix, mixup
 from housenum.data.splits import validation_split
@@ -97,6 +97,7 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """Fill every None from the model's defaults and the recipe."""
         spec = model_spec(self.model)
+        self.check_ranges()
         cfg = copy.deepcopy(self)
         cfg.epochs = cfg.epochs or spec.epochs
         cfg.batch_size = cfg.batch_size or spec.batch_size
@@ -122,6 +123,23 @@ class TrainConfig:
         if cfg.precision not in PRECISIONS:
             raise ModelError(f"unknown precision '{cfg.precision}'; choose from {', '.join(PRECISIONS)}")
         return cfg
+
+    def check_ranges(self) -> None:
+        """Numbers out of range would otherwise train nonsense quietly (0 epochs meaning the default,
+        a negative batch size meaning 1) or fail deep inside PyTorch."""
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ModelError(f"{name.replace('_', '-')} must be 1 or more, got {value}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ModelError(f"lr must be a number above 0, got {self.lr}")
+        if not 0 < self.val_fraction < 1:
+            raise ModelError(f"val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}: "
+                             "validation picks best.pt and fits the temperature")
+        if self.n_folds < 2 or (self.fold is not None and not 0 <= self.fold < self.n_folds):
+            raise ModelError(f"fold must be 0..{self.n_folds - 1} (of {self.n_folds} folds), got {self.fold}")
+        if self.threads is not None and self.threads < 1:
+            raise ModelError(f"threads must be 1 or more, got {self.threads}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -178,9 +196,15 @@ def pick_device(name: str) -> torch.device:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             return torch.device("cuda", local % torch.cuda.device_count())
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda asked for, but no CUDA GPU is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ModelError(f"unknown device '{name}': use auto, cpu or cuda (or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"--device {name} asked for, but no CUDA GPU is available")
+    if device.type not in ("cpu", "cuda"):
+        raise ModelError(f"unsupported device '{name}': use auto, cpu or cuda (or cuda:N)")
+    return device
 
 
 def cpu_has_bf16() -> bool:
@@ -296,7 +320,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, use_am
 def load_initial_weights(model: nn.Module, cfg: TrainConfig) -> None:
     """Start from another run's weights (fine-tuning); its model and channels must be this run's."""
     path = checkpoint_path(cfg.init)
-    state = read_checkpoint(path)
+    state = read_digit_checkpoint(path)
     if (state.get("model"), state.get("channels")) != (cfg.model, cfg.channels):
         raise ModelError(f"{path}: --init holds a {state.get('model')} with {state.get('channels')} channel(s); "
                          f"this run trains a {cfg.model} with {cfg.channels}")

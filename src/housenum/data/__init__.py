@@ -18,6 +18,8 @@ SYNTHETIC_TRAIN = 12000
 def load_digits(spec: str = DEFAULT_SPEC, channels: int | None = None) -> DigitData:
     """Load a dataset by spec; `channels` 1 converts to greyscale, 3 requires colour."""
     data = _load(spec)
+    if len(data.train) + len(data.test) == 0:
+        raise DataFormatError(f"{spec}: holds no images")
     return data if channels is None else data.with_channels(channels)
 
 
@@ -41,6 +43,9 @@ def _load(spec: str) -> DigitData:
         raise DataFormatError(
             f"unknown data '{spec}': give a .h5, .mat or .npz file, 'svhn', 'svhn:extra' or 'synthetic'"
         )
+    if path.is_dir():
+        raise DataFormatError(f"{path}: is a folder; give a .h5, .mat or .npz file of digit crops "
+                              "(a folder of photos with labels.json is for `housenum evaluate-numbers`)")
     raise DataFormatError(f"{path}: unsupported file type '{suffix}' (expected .h5, .mat or .npz)")
 
 

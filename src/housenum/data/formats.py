@@ -107,7 +107,7 @@ def load_npz(path: str | Path) -> DigitData:
     if x.ndim not in (3, 4) or x.shape[1:3] != (32, 32):
         raise DataFormatError(f"{path}: X must be (N, 32, 32) or (N, 32, 32, 3), got {x.shape}")
     if x.dtype != np.uint8:
-        if x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 255 or np.isnan(x).any()):
+        if x.size and (np.isnan(x).any() or x.min() < 0 or x.max() > 255):
             raise DataFormatError(f"{path}: X pixels must be 0..255")
         x = x.astype(np.float32)
     try:

@@ -125,6 +125,8 @@ def _synthetic(arg: str) -> NumberSet:
         n = int(arg) if arg else SYNTHETIC_DEFAULT
     except ValueError:
         raise DataFormatError(f"synthetic:N needs a whole number, got '{arg}'") from None
+    if n < 1:
+        raise DataFormatError(f"synthetic:N needs N >= 1, got {n}")
     photos = synthetic_numbers(n, seed=7)
     return NumberSet(f"synthetic:{n}", [], [label for _, label, _ in photos],
                      [np.asarray(b, np.int32).reshape(-1, 5) for _, _, b in photos],

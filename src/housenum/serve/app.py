@@ -96,7 +96,7 @@ class DigitOut(BaseModel):
 class NumberOut(BaseModel):
     number: str | None
     confidence: float
-    boxes: list[list[float]]  # [left, top, width, height, digit] in the photo's pixels
+    boxes: list[list[int]]  # [left, top, width, height, digit] in the photo's pixels
     guess: str | None = None  # the number withheld by min_confidence
     model: str
     ms: float
@@ -252,7 +252,7 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
         results = await run_in_threadpool(read_images, uploads, number_results)
         return batch_result(uploads, withheld(results, min_confidence), models.reader_name, start)
 
-    @app.get("/healthz", summary="Liveness and which models are loaded")
+    @app.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness and which models are loaded")
     async def healthz() -> dict:
         return {"status": "ok", "digits": models.digits_name,
                 "numbers": models.reader_name if models.reader is not None else None}
