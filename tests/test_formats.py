@@ -127,6 +127,10 @@ def test_course_h5_missing_dataset_and_corrupt(tmp_path, crops):
     write_course_h5(path, crops, keys=[k for k in COURSE_KEYS if k != "X_val"])
     with pytest.raises(DataFormatError, match="missing dataset.*X_val"):
         load_course_h5(path)
+    with h5py.File(path, "a") as f:
+        f.create_group("X_val")                     # a group where an array belongs
+    with pytest.raises(DataFormatError, match="X_val must be datasets"):
+        load_course_h5(path)
     path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(DataFormatError, match="not a readable HDF5"):
         load_course_h5(path)

@@ -72,6 +72,15 @@ def test_bad_arrays_are_image_errors(array, message):
         open_image(array)
 
 
+def test_open_files_are_read_and_other_objects_refused(svhn_dir):
+    path = svhn_dir / "numbers" / "images" / "test_2.png"
+    with open(path, "rb") as fh:
+        assert open_image(fh).size == open_image(path).size
+    for bad in (None, 42, ["a.png"]):
+        with pytest.raises(ImageError, match="cannot read an image from a"):
+            open_image(bad)
+
+
 def test_prediction_api_checks_its_arguments(crops):
     from housenum.export import load_digit_recognizer
 

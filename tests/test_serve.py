@@ -215,7 +215,9 @@ def test_batch_limits_and_unknown_routes(server, crops):
                                                               for i in range(33)])
     assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_many_files"
     assert httpx.get(f"{server}/v1/nothing").json()["error"]["code"] == "not_found"
-    assert httpx.get(f"{server}/v1/digits").json()["error"]["code"] == "method_not_allowed"
+    wrong_method = httpx.get(f"{server}/v1/digits")
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert wrong_method.headers["allow"] == "POST"
 
 
 def test_server_survives_a_burst_of_bad_input(server, crops):

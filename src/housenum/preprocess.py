@@ -31,9 +31,11 @@ def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
-def open_image(source: str | Path | bytes | Image.Image | np.ndarray,
+def open_image(source,
                max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open and fully decode an image as RGB, refusing non-images, empty, truncated or huge files.
+
+    `source`: a path, bytes, an open binary file, a PIL image or an array (see `_as_uint8`).
 
     The pixel count is checked from the header before decoding, so a decompression bomb is
     refused without allocating it.
@@ -56,8 +58,11 @@ def open_image(source: str | Path | bytes | Image.Image | np.ndarray,
         if size > max_bytes:
             raise ImageTooLargeError(f"{name}: file is too large ({size} bytes; limit {max_bytes})")
         data = path.read_bytes()
+    elif isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
+        data, name = bytes(source.read() if hasattr(source, "read") else source), "upload"
     else:
-        data, name = bytes(source), "upload"
+        raise ImageError(f"cannot read an image from a {type(source).__name__}: give a path, bytes, an open "
+                         "file, a PIL image or an array")
         if len(data) > max_bytes:
             raise ImageTooLargeError(f"{name}: image is too large ({len(data)} bytes; limit {max_bytes})")
     if not data:

@@ -37,7 +37,10 @@ def load_course_h5(path: str | Path) -> DigitData:
                     f"{path}: missing dataset(s) {', '.join(missing)}; "
                     f"the course file has {', '.join(COURSE_KEYS)}"
                 )
-            arrays = {k: f[k][()] for k in COURSE_KEYS}
+            not_arrays = [k for k in COURSE_KEYS if not isinstance(f[k], h5py.Dataset)]
+            if not_arrays:
+                raise DataFormatError(f"{path}: {', '.join(not_arrays)} must be datasets (arrays), not groups")
+            arrays = {k: np.asarray(f[k][()]) for k in COURSE_KEYS}
     except OSError as e:
         raise DataFormatError(f"{path}: not a readable HDF5 file ({e})") from None
     splits = {}

@@ -317,9 +317,9 @@ STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                 415: "unsupported_media_type", 422: "invalid_parameter"}
 
 
-def _error_response(request: Request, error: ApiError) -> JSONResponse:
+def _error_response(request: Request, error: ApiError, headers: dict | None = None) -> JSONResponse:
     request.state.error_code = error.code
-    return JSONResponse(error.body(), status_code=error.status)
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -334,7 +334,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
         code = STATUS_CODES.get(e.status_code, "error")
-        return _error_response(request, ApiError(e.status_code, code, str(e.detail)))
+        # Starlette's 405 names the allowed methods in an Allow header: keep it
+        return _error_response(request, ApiError(e.status_code, code, str(e.detail)), getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
