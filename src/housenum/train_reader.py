@@ -86,6 +86,25 @@ class ReaderTrainConfig:
     hard_negatives: int = 0          # with `init`: mine "no number" crops where its localiser looks (`hard_negatives`)
     negative_fraction: float = 0.125  # share of each batch drawn from the mined crops
 
+    def check_ranges(self) -> None:
+        """Numbers out of range would otherwise train nonsense quietly or fail deep inside PyTorch."""
+        for name in ("epochs", "batch_size", "eval_every", "workers"):
+            if getattr(self, name) < 1:
+                raise ModelError(f"{name.replace('_', '-')} must be 1 or more, got {getattr(self, name)}")
+        for name in ("synthetic", "synthetic_empty", "hard_negatives"):
+            if getattr(self, name) < 0:
+                raise ModelError(f"{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ModelError(f"lr must be a number above 0, got {self.lr}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ModelError(f"minutes must be above 0, got {self.minutes}")
+        if not 0 <= self.val_fraction < 1:
+            raise ModelError(f"val-fraction must be 0 or more and below 1, got {self.val_fraction}")
+        if self.n_folds < 2 or (self.fold is not None and not 0 <= self.fold < self.n_folds):
+            raise ModelError(f"fold must be 0..{self.n_folds - 1} (of {self.n_folds} folds), got {self.fold}")
+        if self.threads is not None and self.threads < 1:
+            raise ModelError(f"threads must be 1 or more, got {self.threads}")
+
     @classmethod
     def from_dict(cls, d: dict) -> ReaderTrainConfig:
         names = {f.name for f in fields(cls)}
@@ -455,6 +474,7 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     from housenum.train import PRECISIONS, pick_device, use_bf16
 
     run_dir = Path(run_dir)
+    cfg.check_ranges()
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
