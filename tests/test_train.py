@@ -93,6 +93,45 @@ def test_resume_continues_to_more_epochs(small_npz, tmp_path):
     assert read_checkpoint(tmp_path / "last.pt")["epoch"] == 3
 
 
+def test_resume_is_the_same_run_as_one_straight_through_dropout_included(small_npz, tmp_path):
+    """cnn2 has dropout, which draws from torch's global generator: last.pt carries it."""
+    data = load_digits(str(small_npz))
+    cfg = dict(model="cnn2", seed=3, threads=1)
+    straight = train(TrainConfig(**cfg, epochs=2), tmp_path / "straight", data=data, progress=False)
+    train(TrainConfig(**cfg, epochs=1), tmp_path / "split", data=data, progress=False)
+    torch.manual_seed(999)                                  # another process's generator, as after a restart
+    resumed = train(TrainConfig(**cfg, epochs=2), tmp_path / "split", data=data, resume=True, progress=False)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+
+
+def test_resume_refuses_epochs_its_schedule_cannot_take(small_npz, tmp_path):
+    data = load_digits(str(small_npz))
+    train(TrainConfig(model="resnet_tiny", epochs=1, batch_size=256), tmp_path / "onecycle", data=data, progress=False)
+    before = (tmp_path / "onecycle" / "config.json").read_text()
+    with pytest.raises(ModelError, match="onecycle schedule spans its 1 epochs"):
+        train(TrainConfig(model="resnet_tiny", epochs=3), tmp_path / "onecycle", data=data, resume=True,
+              progress=False)
+    assert (tmp_path / "onecycle" / "config.json").read_text() == before    # nothing touched
+    train(TrainConfig(model="ann1", epochs=2), tmp_path / "constant", data=data, progress=False)
+    with pytest.raises(ModelError, match="already trained 2 epochs"):
+        train(TrainConfig(model="ann1", epochs=1), tmp_path / "constant", data=data, resume=True, progress=False)
+
+
+def test_a_new_run_in_an_old_runs_folder_leaves_none_of_its_files(small_npz, tmp_path, monkeypatch):
+    """Even when the new run is stopped before its first epoch is saved: no old best.pt beside its config."""
+    data = load_digits(str(small_npz))
+    train(TrainConfig(model="ann1", epochs=2), tmp_path, data=data, progress=False)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_evaluate", ctrl_c)     # Ctrl-C at the end of the first epoch
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(model="ann2", epochs=1), tmp_path, data=data, progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())["model"] == "ann2"
+    assert not any((tmp_path / name).exists() for name in ("best.pt", "last.pt", "history.csv", "curves.png"))
+
+
 def test_resuming_a_run_saved_before_precision_existed_keeps_it_in_fp32_on_a_cpu(small_npz, tmp_path, monkeypatch):
     data = load_digits(str(small_npz))
     train(TrainConfig(model="ann1", epochs=1, precision="fp32", device="cpu"), tmp_path, data=data, progress=False)

@@ -180,15 +180,20 @@ def train_cmd(
                       all_data=all_data, checkpoint=checkpoint, mixup=mixup, cutmix=cutmix, optimizer=optimizer,
                       sam=sam, schedule=schedule, device=device, precision=precision,
                       init=str(init) if init else None)
+    if resume is None and any((run_dir / name).exists() for name in ("last.pt", "best.pt")):
+        typer.echo(f"replacing the run in {run_dir} (--resume {run_dir} would continue it)", err=True)
     try:
         result = train(cfg, run_dir, resume=resume is not None)
     except KeyboardInterrupt:
-        _err(f"interrupted; the last finished epoch is in {run_dir}/last.pt "
-             f"(continue with: housenum train --resume {run_dir})")
+        if (run_dir / "last.pt").exists():
+            _err(f"interrupted; the last finished epoch is in {run_dir}/last.pt "
+                 f"(continue with: housenum train --resume {run_dir})")
+        else:
+            _err("interrupted before the first epoch finished: nothing to resume")
         raise typer.Exit(130) from None
     last = result.history[-1] if result.history else {}
-    typer.echo(f"{model}: best val_acc {result.best_val_acc:.4f}, last val_acc {last.get('val_acc', 0):.4f}, "
-               f"{result.train_seconds:.1f} s; run folder {run_dir}")
+    typer.echo(f"{result.config.model}: best val_acc {result.best_val_acc:.4f}, "
+               f"last val_acc {last.get('val_acc', 0):.4f}, {result.train_seconds:.1f} s; run folder {run_dir}")
 
 
 @app.command("evaluate")

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -51,6 +52,10 @@ RECIPES: dict[str, dict] = {
         "ema": 0.999,             # evaluate and ship an exponential moving average of the weights
     },
 }
+
+
+# A run folder's files; a new run in an old run's folder removes them first
+RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "config.json", "summary.txt")
 
 
 @dataclass
@@ -426,7 +431,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         cfg = TrainConfig.from_dict(state["config"])
         if "precision" not in state["config"]:  # saved before `precision`: such runs used bf16 on a GPU only
             cfg.precision = "bf16" if device.type == "cuda" else "fp32"
-        if config.epochs:
+        if config.epochs and config.epochs != cfg.epochs:
+            check_resumed_epochs(cfg, config.epochs, state["epoch"])
             cfg.epochs = config.epochs
     if data is None:
         data = load_digits(cfg.data, cfg.channels)
@@ -467,11 +473,16 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         if ema is not None and state.get("ema_state"):
             ema.model.load_state_dict(state["ema_state"])
         gen.set_state(state["generator_state"])
+        if state.get("torch_rng_state") is not None:   # dropout draws from it
+            torch.set_rng_state(state["torch_rng_state"])
         history, best_val_acc = state["history"], state["best_val_acc"]
         start_epoch, elapsed = state["epoch"], state.get("train_seconds", 0.0)
 
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if state is None:   # a new run in a folder that held another: none of the old run's files stay
+            for name in RUN_FILES:
+                (run_dir / name).unlink(missing_ok=True)
         write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
         write_text(run_dir / "summary.txt", model_summary(model, cfg.channels, cfg.model))
 
@@ -483,9 +494,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         shard = order[dist.rank::dist.world]
         per_rank = max(1, cfg.batch_size // dist.world)
         batches = range(0, len(shard), per_rank)
-        bar = _progress(batches, epoch, cfg.epochs, enabled=progress and dist.main)
+        bar = _progress(len(batches), epoch, cfg.epochs, enabled=progress and dist.main)
         loss_sum = correct = seen = 0
-        for i in bar:
+        for i in batches:
             idx = shard[i:i + per_rank]
             x = pixels_to_tensor(x_train[idx]).to(device, non_blocking=True)
             y = y_train[idx].to(device, non_blocking=True)
@@ -517,8 +528,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+                bar.update()
         eval_model = ema.model if ema is not None else model
         val_loss, val_acc = _evaluate(eval_model, x_val, y_val, device, use_amp)
         seconds = time.perf_counter() - t0
@@ -527,7 +539,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
                "acc": dist.mean(correct / max(seen, 1)), "val_loss": val_loss, "val_acc": val_acc,
                "seconds": round(seconds, 3), "lr": optimizer.param_groups[0]["lr"]}
         history.append(row)
-        if hasattr(bar, "set_postfix"):
+        if bar is not None:
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['acc']:.4f}",
                             val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}", time=f"{seconds:.1f}s")
             bar.close()
@@ -545,7 +557,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
                 "ema_state": ema.model.state_dict() if ema is not None else None,
                 "optimizer_state": optimizer.state_dict(),
                 "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
-                "generator_state": gen.get_state()})
+                "generator_state": gen.get_state(), "torch_rng_state": torch.get_rng_state()})
             _write_history(run_dir, history, cfg.model)
         if on_epoch is not None:
             on_epoch(row)
@@ -563,13 +575,26 @@ def _calibrate(best_path: Path, x_val: torch.Tensor, y_val: torch.Tensor) -> Non
     save_checkpoint(best_path, {k: v for k, v in state.items() if k != "format"})
 
 
-def _progress(batches, epoch: int, epochs: int, enabled: bool):
+def _progress(total: int, epoch: int, epochs: int, enabled: bool):
+    """An epoch's bar (None when off), updated by hand so that the epoch's validation figures land on
+    it before it closes; into a log file rather than a terminal it redraws every 30 s, not per batch."""
     if not enabled:
-        return batches
+        return None
     from tqdm.auto import tqdm
 
-    return tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
-                dynamic_ncols=True)
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True, dynamic_ncols=True,
+                mininterval=0.1 if sys.stderr.isatty() else 30)
+
+
+def check_resumed_epochs(cfg: TrainConfig, epochs: int, done: int) -> None:
+    """--resume --epochs N: a constant learning rate can run on; a one-cycle or cosine schedule was laid
+    out over the run's own epochs, and stretching it mid-run would restart its decay."""
+    if epochs < done:
+        raise ModelError(f"--epochs {epochs}: the run has already trained {done} epochs")
+    if cfg.schedule != "constant":
+        raise ModelError(f"--epochs {epochs}: the run's {cfg.schedule} schedule spans its {cfg.epochs} epochs and "
+                         f"cannot be stretched; resume without --epochs, or start a longer run from its weights "
+                         f"with --init")
 
 
 def _write_history(run_dir: Path, history: list[dict], title: str) -> None:
