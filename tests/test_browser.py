@@ -96,3 +96,23 @@ def test_page_keyboard_examples_and_errors(page, tmp_path):
     page.locator("#file").set_input_files(str(not_an_image))
     expect(page.get_by_role("status")).to_contain_text("not an image")
     expect(page.locator("#result")).to_be_hidden()
+
+
+def test_page_drops_an_answer_to_a_tab_left_while_it_was_read(page, svhn_dir):
+    """A photo sent as a house number, then the Single digit tab chosen before the answer came: the
+    late answer must not show under the digit tab (it once read "Digit: undefined")."""
+    import time
+
+    from playwright.sync_api import expect
+
+    def slow(route):
+        time.sleep(1.5)
+        route.continue_()
+
+    page.route("**/v1/numbers", slow)
+    photo = example_photos(svhn_dir, 1)[0][0]
+    page.locator("#file").set_input_files(str(photo))
+    page.get_by_role("tab", name="Single digit").click()
+    page.wait_for_timeout(2500)
+    expect(page.locator("#result")).to_be_hidden()
+    expect(page.get_by_test_id("answer")).not_to_have_text("undefined")

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { mode: "numbers", readerAvailable: true, busy: false };
+const state = { mode: "numbers", readerAvailable: true, busy: false, pending: null };
 
 const MODES = {
   numbers: { endpoint: "/v1/numbers", label: "House number", hint: "Drop a street photo here, or" },
@@ -110,10 +110,10 @@ function percent(p) {
   return (100 * p).toFixed(1) + "%";
 }
 
-function showAnswer(result, roundTripMs) {
+function showAnswer(result, roundTripMs, mode) {
   const answer = $("answer");
-  $("answer-label").textContent = MODES[state.mode].label;
-  const value = state.mode === "numbers" ? result.number : String(result.digit);
+  $("answer-label").textContent = MODES[mode].label;
+  const value = mode === "numbers" ? result.number : String(result.digit);
   answer.textContent = value ?? "No number found";
   answer.classList.toggle("none", value == null);
   $("confidence").textContent = percent(result.confidence);
@@ -121,7 +121,7 @@ function showAnswer(result, roundTripMs) {
   $("model").textContent = result.model;
   const candidates = $("candidates");
   candidates.replaceChildren();
-  candidates.hidden = state.mode !== "digits";
+  candidates.hidden = mode !== "digits";
   for (const c of result.top_k || []) {
     const li = document.createElement("li");
     li.textContent = `${c.digit}: ${percent(c.probability)}`;
@@ -130,8 +130,14 @@ function showAnswer(result, roundTripMs) {
 }
 
 async function read(file) {
-  if (!file || state.busy) return;
-  if (state.mode === "numbers" && !state.readerAvailable) {
+  if (!file) return;
+  if (state.busy) {            // read it when the one in flight is done (the latest pick wins)
+    state.pending = file;
+    setStatus(`Reading another image; ${file.name} is next.`);
+    return;
+  }
+  const mode = state.mode;     // the answer belongs to the mode it was asked in
+  if (mode === "numbers" && !state.readerAvailable) {
     setStatus("The house-number reader is unavailable; switch to Single digit.", true);
     return;
   }
@@ -141,9 +147,10 @@ async function read(file) {
   form.append("file", file, file.name);
   const started = performance.now();
   try {
-    const response = await fetch(MODES[state.mode].endpoint, { method: "POST", body: form });
+    const response = await fetch(MODES[mode].endpoint, { method: "POST", body: form });
     const body = await response.json();
     const roundTrip = performance.now() - started;
+    if (mode !== state.mode) return;   // the tab changed while it was read: that answer is not asked for now
     if (!response.ok) {
       $("result").hidden = true;
       setStatus(body.error ? body.error.message : `The server answered ${response.status}.`, true);
@@ -158,12 +165,15 @@ async function read(file) {
     $("result").hidden = false;
     $("photo").hidden = !bitmap;
     if (bitmap) drawPhoto(bitmap, body.boxes || []);
-    showAnswer(body, roundTrip);
+    showAnswer(body, roundTrip, mode);
     setStatus(`Read ${file.name}.`);
   } catch (err) {
     setStatus("The request failed: " + err.message, true);
   } finally {
     state.busy = false;
+    const next = state.pending;
+    state.pending = null;
+    if (next) read(next);
   }
 }
 
