@@ -112,6 +112,10 @@ def test_data_info_counts_and_grid(small_npz, tmp_path):
     assert info["splits"]["train"]["n"] + info["splits"]["test"]["n"] == n
     assert info["image_shape"] == [32, 32, 3] and info["sources_known"]
     assert Image.open(tmp_path / "grid.png").size[0] > 300
+    housenum("data", "info", "synthetic:20", "--out", tmp_path / "grid.jpg")
+    assert Image.open(tmp_path / "grid.jpg").format == "JPEG"      # the format the name asks for
+    bad = housenum("data", "info", "synthetic:20", "--out", tmp_path / "grid.xyz", check=False)
+    assert bad.returncode == 2 and "cannot write a figure as '.xyz'" in bad.stderr
 
 
 def bad_cases(tmp_path, crops, run):

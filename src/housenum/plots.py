@@ -9,14 +9,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 
+from housenum.errors import HousenumError
 from housenum.io import atomic_path
 
 
 def save(fig, path: Path) -> Path:
+    """A figure in the format its file name asks for (PNG when it names none), written atomically."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    if fmt not in fig.canvas.get_supported_filetypes():
+        plt.close(fig)
+        raise HousenumError(f"{path}: cannot write a figure as '.{fmt}'; use .png, .jpg, .svg or .pdf")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -76,6 +83,7 @@ def curves(history: list[dict], title: str = ""):
         ax.plot(epochs, [h[key] for h in history], "o-", label=f"train {key}")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label=f"validation {key}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # no epoch 1.5
         ax.set_ylabel("accuracy" if key == "acc" else "loss")
         ax.grid(alpha=0.3)
         ax.legend()
