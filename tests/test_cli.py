@@ -34,8 +34,9 @@ def test_compare_writes_leaderboard_and_report(compared):
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))
     assert [r["model"] for r in rows] == [r["model"] for r in summary["leaderboard"]]
     assert {r["model"] for r in rows} == {"ann1", "cnn1"}
-    assert list(rows[0]) == ["model", "params", "epochs", "train_seconds", "val_acc", "test_acc", "macro_f1",
-                             "inference_ms_per_image"]
+    assert list(rows[0]) == ["model", "params", "epochs", "train_seconds", "wall_seconds", "val_acc", "test_acc",
+                             "macro_f1", "inference_ms_per_image"]
+    assert all(0 <= float(r["train_seconds"]) <= float(r["wall_seconds"]) > 0 for r in rows)
     assert float(rows[0]["val_acc"]) >= float(rows[1]["val_acc"])
     assert summary["selected"] == rows[0]["model"]
     page = (out / "report.html").read_text()
