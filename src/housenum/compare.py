@@ -91,9 +91,9 @@ def compare(models: list[str] | None = None, data: str = DEFAULT_SPEC, out_dir: 
     return [e.row for e in entries]
 
 
-def _img(fig) -> str:
+def _img(fig, alt: str) -> str:
     data = base64.b64encode(plots.png_bytes(fig)).decode()
-    return f'<img alt="" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool) -> str:
@@ -111,28 +111,32 @@ def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool)
     sections = []
     for e in entries:
         name = e.row["model"]
+        curves = _img(plots.curves(e.history, name), f"{name}: accuracy and loss per epoch")
+        confusion = _img(plots.confusion(e.evaluation.confusion, f"{name}: confusion matrix (test)"),
+                         f"{name}: confusion matrix on the test split")
         sections.append(
             f"<section><h3>{html.escape(name)}{' — selected' if name == best else ''}</h3>"
-            f"<p>{html.escape(model_spec(name).description)}</p>"
-            f"{_img(plots.curves(e.history, name))}"
-            f"{_img(plots.confusion(e.evaluation.confusion, f'{name}: confusion matrix (test)'))}"
+            f"<p>{html.escape(model_spec(name).description)}</p>{curves}{confusion}"
             f"<pre>{html.escape(e.evaluation.report)}</pre></section>"
         )
     note = " (--quick: epochs capped, figures are not final)" if quick else ""
+    grid = _img(plots.image_grid(sample, [str(v) for v in data.train.labels[:20]], title="First training images"),
+                "the first training images with their labels")
+    balance = _img(plots.class_balance(counts), "images per digit in the train and test splits")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>housenum model comparison</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: right; }}
 tr.best {{ background: #e5f5e0; font-weight: bold; }} img {{ max-width: 100%; }}
-pre {{ background: #f6f6f6; padding: .6em; }}
+pre {{ background: #f6f6f6; padding: .6em; overflow-x: auto; }} .scroll {{ overflow-x: auto; }}
 </style></head><body>
 <h1>housenum model comparison</h1>
 <p>Data: <code>{html.escape(spec)}</code> — {len(data.train)} train+validation, {len(data.test)} test images{note}.
 Selected model (highest validation accuracy): <strong>{html.escape(best)}</strong>.</p>
-<h2>Leaderboard</h2><table><tr>{head}</tr>{rows}</table>
-<h2>Data</h2>{_img(plots.image_grid(sample, [str(v) for v in data.train.labels[:20]], title="First training images"))}
-{_img(plots.class_balance(counts))}
+<h2>Leaderboard</h2><div class="scroll"><table><tr>{head}</tr>{rows}</table></div>
+<h2>Data</h2>{grid}
+{balance}
 <h2>Models</h2>{''.join(sections)}
 </body></html>
 """

@@ -27,7 +27,8 @@ from housenum.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image
 from housenum.serve.batching import MicroBatcher
 from housenum.serve.metrics import Metrics, MetricsMiddleware
 from housenum.serve.models import ServedModels, load_served_models
-from housenum.serve.uploads import MULTIPART_OVERHEAD, ApiError, BodyLimitMiddleware, Upload, read_uploads
+from housenum.serve.uploads import (MULTIPART_OVERHEAD, ApiError, BodyLimitMiddleware, Upload, megabytes,
+                                    read_uploads)
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -151,7 +152,8 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
         if not upload.data:
             raise ApiError(400, "empty", f"{upload.name}: the file is empty")
         if len(upload.data) > settings.max_bytes:
-            raise ApiError(413, "too_large", f"{upload.name}: {len(upload.data)} bytes; limit {settings.max_bytes}")
+            raise ApiError(413, "too_large", f"{upload.name}: {megabytes(len(upload.data))}; the limit is "
+                                             f"{megabytes(settings.max_bytes)}")
         try:
             return open_image(upload.data, settings.max_bytes, settings.max_pixels)
         except ImageError as e:

@@ -51,7 +51,8 @@ class BodyLimitMiddleware:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            error = (ApiError(413, "too_large", f"request body is {int(declared)} bytes; limit {limit}")
+            error = (ApiError(413, "too_large", f"request body is {megabytes(int(declared))}; the limit is "
+                                                f"{megabytes(limit)}")
                      if declared.isdigit() else ApiError(400, "bad_request", "invalid Content-Length header"))
             await send_error(scope, send, error)
             return
@@ -63,10 +64,15 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise ApiError(413, "too_large", f"request body is over the limit of {limit} bytes")
+                    raise ApiError(413, "too_large", f"request body is over the limit of {megabytes(limit)}")
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def megabytes(n: int) -> str:
+    """Bytes for people: '13.9 MB'."""
+    return f"{n / 1024 / 1024:.1f} MB"
 
 
 async def send_error(scope: Scope, send: Send, error: ApiError) -> None:
