@@ -26,6 +26,8 @@ def load_digits(spec: str = DEFAULT_SPEC, channels: int | None = None) -> DigitD
 def _load(spec: str) -> DigitData:
     from housenum.data import formats
 
+    if not spec.strip():
+        raise DataFormatError("no data given: give a .h5, .mat or .npz file, 'svhn', 'svhn:extra' or 'synthetic'")
     name, _, arg = spec.partition(":")
     if name == "synthetic":
         return _synthetic(arg)
