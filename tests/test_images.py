@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from housenum.errors import ImageError
+from housenum.errors import ImageError, ImageTooLargeError
 from housenum.preprocess import open_image
 
 
@@ -76,6 +76,10 @@ def test_open_files_are_read_and_other_objects_refused(svhn_dir):
     path = svhn_dir / "numbers" / "images" / "test_2.png"
     with open(path, "rb") as fh:
         assert open_image(fh).size == open_image(path).size
+    data = path.read_bytes()
+    for source in (data, io.BytesIO(data)):                     # bytes and open files alike keep the byte limit
+        with pytest.raises(ImageTooLargeError, match="too large"):
+            open_image(source, max_bytes=len(data) - 1)
     for bad in (None, 42, ["a.png"]):
         with pytest.raises(ImageError, match="cannot read an image from a"):
             open_image(bad)

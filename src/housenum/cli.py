@@ -45,7 +45,7 @@ def _version(show: bool) -> None:
 @app.callback()
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
-    """Read house numbers from street photos: SVHN data, models, training, evaluation, serving."""
+    pass   # the app's help is the Typer's own; this callback only carries --version
 
 
 def _err(message: str) -> None:

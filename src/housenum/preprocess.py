@@ -59,12 +59,13 @@ def open_image(source,
             raise ImageTooLargeError(f"{name}: file is too large ({size} bytes; limit {max_bytes})")
         data = path.read_bytes()
     elif isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
-        data, name = bytes(source.read() if hasattr(source, "read") else source), "upload"
+        # an open file is read one byte past the limit at most, enough to tell it is over
+        data, name = bytes(source.read(max_bytes + 1) if hasattr(source, "read") else source), "upload"
+        if len(data) > max_bytes:
+            raise ImageTooLargeError(f"{name}: image is too large (over {max_bytes} bytes; limit {max_bytes})")
     else:
         raise ImageError(f"cannot read an image from a {type(source).__name__}: give a path, bytes, an open "
                          "file, a PIL image or an array")
-        if len(data) > max_bytes:
-            raise ImageTooLargeError(f"{name}: image is too large ({len(data)} bytes; limit {max_bytes})")
     if not data:
         raise ImageError(f"{name}: file is empty")
     try:

@@ -136,15 +136,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ModelError(f"{name.replace('_', '-')} must be 1 or more, got {value}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ModelError(f"lr must be a number above 0, got {self.lr}")
         if not 0 < self.val_fraction < 1:
             raise ModelError(f"val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}: "
                              "validation picks best.pt and fits the temperature")
-        if self.n_folds < 2 or (self.fold is not None and not 0 <= self.fold < self.n_folds):
-            raise ModelError(f"fold must be 0..{self.n_folds - 1} (of {self.n_folds} folds), got {self.fold}")
-        if self.threads is not None and self.threads < 1:
-            raise ModelError(f"threads must be 1 or more, got {self.threads}")
+        check_shared_ranges(self.lr, self.fold, self.n_folds, self.threads)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -193,6 +188,16 @@ class _Dist:
         t = torch.tensor([value], dtype=torch.float64)
         torch.distributed.all_reduce(t)
         return t.item() / self.world
+
+
+def check_shared_ranges(lr: float | None, fold: int | None, n_folds: int, threads: int | None) -> None:
+    """The settings digit and reader runs share, each either None (a default) or in range."""
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ModelError(f"lr must be a number above 0, got {lr}")
+    if n_folds < 2 or (fold is not None and not 0 <= fold < n_folds):
+        raise ModelError(f"fold must be 0..{n_folds - 1} (of {n_folds} folds), got {fold}")
+    if threads is not None and threads < 1:
+        raise ModelError(f"threads must be 1 or more, got {threads}")
 
 
 def pick_device(name: str) -> torch.device:

@@ -94,16 +94,13 @@ class ReaderTrainConfig:
         for name in ("synthetic", "synthetic_empty", "hard_negatives"):
             if getattr(self, name) < 0:
                 raise ModelError(f"{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ModelError(f"lr must be a number above 0, got {self.lr}")
         if self.minutes is not None and not self.minutes > 0:
             raise ModelError(f"minutes must be above 0, got {self.minutes}")
         if not 0 <= self.val_fraction < 1:
             raise ModelError(f"val-fraction must be 0 or more and below 1, got {self.val_fraction}")
-        if self.n_folds < 2 or (self.fold is not None and not 0 <= self.fold < self.n_folds):
-            raise ModelError(f"fold must be 0..{self.n_folds - 1} (of {self.n_folds} folds), got {self.fold}")
-        if self.threads is not None and self.threads < 1:
-            raise ModelError(f"threads must be 1 or more, got {self.threads}")
+        from housenum.train import check_shared_ranges
+
+        check_shared_ranges(self.lr, self.fold, self.n_folds, self.threads)
 
     @classmethod
     def from_dict(cls, d: dict) -> ReaderTrainConfig:
