@@ -48,12 +48,18 @@ def test_health_models_and_metrics(server, number_reader):
     assert models["limits"] == {"max_bytes": 10 * 1024 * 1024, "max_pixels": 40_000_000, "max_batch": 32}
 
     httpx.post(f"{server}/v1/digits", content=b"not an image", headers={"content-type": "image/png"})
+    for path in ("/openapi.json", "/static/app.js", "/no/such/page"):
+        httpx.get(f"{server}{path}")
+    httpx.delete(f"{server}/v1/digits")
     metrics = httpx.get(f"{server}/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     assert 'housenum_http_requests_total{method="POST",route="/v1/digits",status="400"}' in text
     assert 'housenum_http_errors_total{code="not_an_image",route="/v1/digits"}' in text
     assert "housenum_http_request_seconds_bucket" in text
+    for route, status in (("/openapi.json", 200), ("/static", 200), ("unmatched", 404)):  # Starlette's own routes
+        assert f'housenum_http_requests_total{{method="GET",route="{route}",status="{status}"}}' in text
+    assert 'housenum_http_requests_total{method="DELETE",route="/v1/digits",status="405"}' in text
 
 
 def test_digits_agree_with_the_library_and_are_right(server, crops, digit_checkpoint):
@@ -184,6 +190,9 @@ ERROR_CASES = {
     "top_k not a number": (422, "invalid_parameter", dict(params={"top_k": "x"}, files={"file": ("a.png", b"x")})),
     "broken multipart": (400, "bad_multipart", dict(content=b"--zz\r\nContent-Disposition: form-data\r\n\r\nx",
                                                     headers={"content-type": "multipart/form-data; boundary=zz"})),
+    "multipart never closed": (400, "bad_multipart", dict(
+        content=b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nxyz\r\n',
+        headers={"content-type": "multipart/form-data; boundary=zz"})),
 }
 
 

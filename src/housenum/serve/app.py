@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
                   description="Read house numbers and digits from photos. Send an image as multipart "
                               "form field `file` (batch: `files`) or as the raw request body.")
     app.add_middleware(BodyLimitMiddleware, limit_for_path=settings.body_limit)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_error_handlers(app)
     examples = _example_photos(settings.examples)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Latency buckets in seconds: the service aims at tens of milliseconds per photo.
@@ -36,11 +37,24 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request by its route template (not the raw path, which would explode labels)."""
+    """Counts every HTTP request by its route template (not the raw path, which would explode labels).
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    The request is matched against `routes`, the app's route list, before the app runs: a mount
+    rewrites the scope's paths, and Starlette's own routes (/openapi.json, /static) leave no route
+    in the scope. A request with the wrong method counts under its route."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: list[BaseRoute]) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
+
+    def route_label(self, scope: Scope) -> str:
+        matches = [(route.matches(scope)[0], route.path) for route in self.routes]
+        for wanted in (Match.FULL, Match.PARTIAL):
+            for match, path in matches:
+                if match is wanted:
+                    return path
+        return "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,6 +62,7 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        label = self.route_label(scope)
 
         async def send_and_record(message: Message) -> None:
             nonlocal status
@@ -58,8 +73,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], label, str(status)).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - start)
             code = scope.get("state", {}).get("error_code")

@@ -111,6 +111,9 @@ async def read_uploads(request: Request, field: str, max_files: int) -> list[Upl
         if "Too many files" in str(e.detail):
             raise ApiError(413, "too_many_files", f"at most {max_files} files per request") from None
         raise ApiError(400, "bad_multipart", f"the multipart body cannot be parsed ({e.detail})") from None
+    if not form:  # python-multipart drops a part whose closing boundary never came
+        raise ApiError(400, "bad_multipart", "the multipart body holds no complete part: it is empty, cut short, "
+                                             "or its closing boundary is missing")
     parts = form.getlist(field)
     if not parts:
         present = ", ".join(sorted(set(form.keys()))) or "none"
