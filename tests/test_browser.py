@@ -32,9 +32,11 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server):
-    """A fresh page on the server; fails the test on console errors or on any request off loopback."""
-    context = browser.new_context(viewport={"width": 1000, "height": 860})
+def page(browser, server, request):
+    """A fresh page on the server; fails the test on console errors or on any request off loopback.
+    A test marked `screen(device_scale_factor=2)` gets a HiDPI screen."""
+    screen = request.node.get_closest_marker("screen")
+    context = browser.new_context(viewport={"width": 1000, "height": 860}, **(screen.kwargs if screen else {}))
     page = context.new_page()
     problems = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
@@ -116,3 +118,17 @@ def test_page_drops_an_answer_to_a_tab_left_while_it_was_read(page, svhn_dir):
     page.wait_for_timeout(2500)
     expect(page.locator("#result")).to_be_hidden()
     expect(page.get_by_test_id("answer")).not_to_have_text("undefined")
+
+
+@pytest.mark.screen(device_scale_factor=2)
+def test_page_draws_the_photo_at_the_screens_resolution(page, svhn_dir):
+    """On a HiDPI screen the canvas keeps a pixel per screen pixel (boxes and labels were blurred)."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Single digit").click()  # there with or without the reader
+    page.locator("#file").set_input_files(str(example_photos(svhn_dir, 1)[0][0]))
+    expect(page.locator("#photo")).to_be_visible(timeout=15_000)
+    backing, css = page.locator("#photo").evaluate(
+        "c => [[c.width, c.height], [c.clientWidth, c.clientHeight]]")  # client: without the border
+    assert css[0] > 0 and css[1] > 0
+    assert backing[0] == pytest.approx(2 * css[0], abs=2) and backing[1] == pytest.approx(2 * css[1], abs=2)

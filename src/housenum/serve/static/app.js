@@ -87,11 +87,16 @@ function drawPhoto(bitmap, boxes) {
   const maxWidth = Math.min(480, canvas.parentElement.clientWidth || 480);
   // Small SVHN photos are scaled up so the boxes stay visible; large ones are scaled down.
   const scale = Math.min(maxWidth / bitmap.width, 320 / bitmap.height, 4);
-  canvas.width = Math.round(bitmap.width * scale);
-  canvas.height = Math.round(bitmap.height * scale);
+  const width = Math.round(bitmap.width * scale), height = Math.round(bitmap.height * scale);
+  // The backing store has one pixel per screen pixel, so boxes and labels stay sharp on HiDPI screens.
+  const dpr = window.devicePixelRatio || 1;
+  canvas.style.width = width + "px";  // the height follows from the aspect ratio
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
   const ctx = canvas.getContext("2d");
+  ctx.scale(dpr, dpr);
   ctx.imageSmoothingEnabled = scale < 1;
-  ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  ctx.drawImage(bitmap, 0, 0, width, height);
   ctx.lineWidth = 2;
   ctx.font = "bold 14px system-ui, sans-serif";
   for (const [left, top, width, height, digit] of boxes) {
