@@ -153,6 +153,8 @@ def bad_cases(tmp_path, crops, run):
         ([*train, "--val-fraction", "0"], "val-fraction must be between 0 and 1"),
         ([*train, "--fold", "7"], "fold must be 0..4"),
         ([*train, "--device", "bogus"], "unknown device 'bogus'"),
+        (["train", "--resume", run, "--epochs", "9", "--lr", "0.1", "--model", "cnn2"],
+         "--model, --lr would be ignored"),
         (["data", "info", empty_npz], "holds no images"),
         (["data", "info", tmp_path], "is a folder"),
         (["evaluate", run, "--data", tiny, "--out", a_file], "exists and is not a folder"),
@@ -194,3 +196,11 @@ def test_train_help_names_every_registered_model():
     text = " ".join(housenum("train", "--help").stdout.split())
     missing = [name for name in list_models() if name not in text]
     assert not missing, f"`housenum train --help` does not name {missing}"
+
+
+def test_resume_takes_more_epochs_and_a_device(small_npz, tmp_path):
+    run = tmp_path / "run"
+    housenum("train", "--model", "ann1", "--data", small_npz, "--epochs", "1", "--out", run)
+    housenum("train", "--resume", run, "--epochs", "2", "--device", "cpu")
+    with open(run / "history.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2"]

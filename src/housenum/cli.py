@@ -122,8 +122,23 @@ def data_info(
         typer.echo(f"sample grid: {out}")
 
 
+# What `train --resume` takes from the command line; everything else is the run's own (its config.json).
+RESUME_OPTIONS = ("resume", "epochs", "device")
+
+
+def _refuse_with_resume(ctx: typer.Context) -> None:
+    # by name: typer may bring its own copy of click and its ParameterSource
+    given = [p for p in ctx.command.params if p.name not in RESUME_OPTIONS
+             and getattr(ctx.get_parameter_source(p.name), "name", None) == "COMMANDLINE"]
+    if given:
+        flags = ", ".join(p.opts[0] for p in given)
+        raise ModelError(f"--resume keeps the run's own settings (its config.json), so {flags} would be "
+                         f"ignored; only --epochs (more of them) and --device may change")
+
+
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Model name: ann1, ann2, cnn1, cnn2 (the notebook's), resnet_mid "
                                             "(the shipped digit model's), resnet_tiny (the `fast` one's), "
                                             "resnet_fast, resnet_small, resnet, resnet_wide, resnet_chnorm "
@@ -174,6 +189,8 @@ def train_cmd(
     curves.png and summary.txt. Ctrl-C keeps the last finished epoch; --resume continues."""
     from housenum.train import TrainConfig, train
 
+    if resume is not None:
+        _refuse_with_resume(ctx)
     run_dir = resume or out or Path("runs") / model
     cfg = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       channels=channels, recipe=recipe, fold=fold, val_fraction=val_fraction,
