@@ -204,3 +204,15 @@ def test_resume_takes_more_epochs_and_a_device(small_npz, tmp_path):
     housenum("train", "--resume", run, "--epochs", "2", "--device", "cpu")
     with open(run / "history.csv") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2"]
+
+
+def test_predict_reads_a_digit_piped_in(crops, tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(crops["X"][0]).save(buffer, format="PNG")
+    proc = subprocess.run([sys.executable, "-m", "housenum.cli", "predict", "-", "--json"], input=buffer.getvalue(),
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["file"] == "-" and answer["digit"] == crops["y"][0]

@@ -241,9 +241,13 @@ def test_info_describes_the_shipped_model(reader):
     assert "accuracy" in json.dumps(info["figures"])
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "housenum.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    if stdin is None:
+        return subprocess.run([sys.executable, "-m", "housenum.cli", *args], capture_output=True, text=True,
+                              timeout=120)
+    result = subprocess.run([sys.executable, "-m", "housenum.cli", *args], capture_output=True, input=stdin,
+                            timeout=120)
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
 
 
 def test_cli_read_json_and_clear_errors(images, bad_images):
@@ -286,6 +290,20 @@ def test_cli_read_draws_each_reading_on_its_photo(images, bad_images, tmp_path):
     x, y = round((left + w / 2) * scale), band + round((top + h) * scale)   # the middle of the box's bottom edge
     patch = drawn[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3)
     assert (patch == DIGIT_BOX_COLOUR).all(1).any()
+
+
+def test_cli_reads_a_photo_piped_in(images, tmp_path):
+    photo = images / "test_2.png"
+    by_path = json.loads(_cli("read", str(photo), "--json").stdout)
+    piped = _cli("read", "-", "--json", "--out", str(tmp_path), stdin=photo.read_bytes())
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout) == {**by_path, "file": "-"}
+    assert (tmp_path / "stdin.read.png").exists()
+    not_an_image = _cli("read", "-", stdin=b"hello")
+    assert not_an_image.returncode == 1 and not_an_image.stderr.strip() == (
+        "error: <stdin>: not an image (expected PNG, JPEG or another common format)")
+    twice = _cli("read", "-", "-", stdin=photo.read_bytes())
+    assert twice.returncode == 2 and "give - once" in twice.stderr
 
 
 def test_cli_read_withholds_unsure_readings(images):

@@ -67,6 +67,23 @@ def _per_file(paths: list[Path], answer: Callable[[Path], object], line: Callabl
         raise typer.Exit(1)
 
 
+STDIN = Path("-")
+
+
+def _image_source(path: Path):
+    """A path as given, or standard input's bytes for `-` (`cat photo.png | housenum read -`)."""
+    if path != STDIN:
+        return path
+    if sys.stdin is None or sys.stdin.isatty():
+        raise HousenumError("-: reads an image from standard input; pipe one in (cat photo.png | housenum read -)")
+    return sys.stdin.buffer
+
+
+def _check_stdin_once(paths: list[Path]) -> None:
+    if paths.count(STDIN) > 1:
+        raise HousenumError("-: standard input holds one image; give - once")
+
+
 def _folder_out(out: Path | None) -> Path | None:
     """Check an --out folder before the work, not after it."""
     if out is not None and out.exists() and not out.is_dir():
@@ -271,7 +288,8 @@ def compare_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, any size or mode).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, any size or mode); - reads one "
+                                                      "from standard input.")],
     model: Annotated[Path | None, typer.Option(help=MODEL_HELP)] = None,
     top_k: Annotated[int, typer.Option(min=1, max=10, help="How many candidates to list.")] = 3,
     as_json: JsonOpt = False,
@@ -287,7 +305,8 @@ def predict_cmd(
         alts = ", ".join(f"{d} {p:.1%}" for d, p in pred.top_k)
         return f"{path}: {pred.digit} ({pred.confidence:.1%})  top-{top_k}: {alts}"
 
-    _per_file(images, lambda path: recognizer.predict([path], top_k)[0], line)
+    _check_stdin_once(images)
+    _per_file(images, lambda path: recognizer.predict([_image_source(path)], top_k)[0], line)
 
 
 @app.command("serve")
@@ -378,7 +397,8 @@ def _digits_arg(digit_model: Path | None, reader_only: bool):
 
 @app.command("read")
 def read_cmd(
-    images: Annotated[list[Path], typer.Argument(help="Street photos (PNG, JPEG, any size).")],
+    images: Annotated[list[Path], typer.Argument(help="Street photos (PNG, JPEG, any size); - reads one from "
+                                                      "standard input.")],
     model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
     digit_model: DigitModelOpt = None,
     reader_only: ReaderOnlyOpt = False,
@@ -402,17 +422,19 @@ def read_cmd(
     from housenum.read import NumberReader
 
     _folder_out(out)
+    _check_stdin_once(images)
     reader = NumberReader(model, digits=_digits_arg(digit_model, reader_only), search=not no_search)
     drawn: set[str] = set()
 
     def answer(path: Path):
-        photo = open_image(path)
+        photo = open_image(_image_source(path))
         reading = reader.read(photo).sure_or_none(min_confidence)
         if out is not None:
-            name, k = f"{path.stem}.read.png", 1
+            stem = "stdin" if path == STDIN else path.stem
+            name, k = f"{stem}.read.png", 1
             while name in drawn:     # photos of one name from different folders
                 k += 1
-                name = f"{path.stem}-{k}.read.png"
+                name = f"{stem}-{k}.read.png"
             plots.save_image(plots.reading_overlay(photo, reading), out / name)
             drawn.add(name)
         return reading

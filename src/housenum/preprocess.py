@@ -60,7 +60,9 @@ def open_image(source,
         data = path.read_bytes()
     elif isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
         # an open file is read one byte past the limit at most, enough to tell it is over
-        data, name = bytes(source.read(max_bytes + 1) if hasattr(source, "read") else source), "upload"
+        is_file = hasattr(source, "read")
+        data = bytes(source.read(max_bytes + 1) if is_file else source)
+        name = str(getattr(source, "name", "upload")) if is_file else "upload"  # a file's path, or <stdin>
         if len(data) > max_bytes:
             raise ImageTooLargeError(f"{name}: image is too large (over {max_bytes} bytes; limit {max_bytes})")
     else:
