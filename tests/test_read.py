@@ -292,6 +292,21 @@ def test_cli_read_draws_each_reading_on_its_photo(images, bad_images, tmp_path):
     assert (patch == DIGIT_BOX_COLOUR).all(1).any()
 
 
+def test_cli_reads_the_photos_in_a_folder(images, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("test_2.png", "test_1.png"):
+        (folder / name).write_bytes((images / name).read_bytes())
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "inner").mkdir()
+    result = _cli("read", str(folder), "--json")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == [
+        str(folder / "test_1.png"), str(folder / "test_2.png")]
+    empty = _cli("read", str(folder / "inner"))
+    assert empty.returncode == 2 and "a folder with no images in it" in empty.stderr
+
+
 def test_cli_reads_a_photo_piped_in(images, tmp_path):
     photo = images / "test_2.png"
     by_path = json.loads(_cli("read", str(photo), "--json").stdout)

@@ -79,9 +79,22 @@ def _image_source(path: Path):
     return sys.stdin.buffer
 
 
-def _check_stdin_once(paths: list[Path]) -> None:
+def _image_paths(paths: list[Path]) -> list[Path]:
+    """The paths given, each folder replaced by the images in it; `-` (standard input) at most once."""
+    from housenum.preprocess import images_in
+
     if paths.count(STDIN) > 1:
         raise HousenumError("-: standard input holds one image; give - once")
+    expanded = []
+    for path in paths:
+        if path != STDIN and path.is_dir():
+            found = images_in(path)
+            if not found:
+                raise HousenumError(f"{path}: a folder with no images in it (.png, .jpg, ...)")
+            expanded.extend(found)
+        else:
+            expanded.append(path)
+    return expanded
 
 
 def _folder_out(out: Path | None) -> Path | None:
@@ -288,8 +301,8 @@ def compare_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, any size or mode); - reads one "
-                                                      "from standard input.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, any size or mode) or folders of "
+                                                      "them; - reads one from standard input.")],
     model: Annotated[Path | None, typer.Option(help=MODEL_HELP)] = None,
     top_k: Annotated[int, typer.Option(min=1, max=10, help="How many candidates to list.")] = 3,
     as_json: JsonOpt = False,
@@ -305,8 +318,7 @@ def predict_cmd(
         alts = ", ".join(f"{d} {p:.1%}" for d, p in pred.top_k)
         return f"{path}: {pred.digit} ({pred.confidence:.1%})  top-{top_k}: {alts}"
 
-    _check_stdin_once(images)
-    _per_file(images, lambda path: recognizer.predict([_image_source(path)], top_k)[0], line)
+    _per_file(_image_paths(images), lambda path: recognizer.predict([_image_source(path)], top_k)[0], line)
 
 
 @app.command("serve")
@@ -397,8 +409,8 @@ def _digits_arg(digit_model: Path | None, reader_only: bool):
 
 @app.command("read")
 def read_cmd(
-    images: Annotated[list[Path], typer.Argument(help="Street photos (PNG, JPEG, any size); - reads one from "
-                                                      "standard input.")],
+    images: Annotated[list[Path], typer.Argument(help="Street photos (PNG, JPEG, any size) or folders of them; "
+                                                      "- reads one from standard input.")],
     model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
     digit_model: DigitModelOpt = None,
     reader_only: ReaderOnlyOpt = False,
@@ -422,7 +434,7 @@ def read_cmd(
     from housenum.read import NumberReader
 
     _folder_out(out)
-    _check_stdin_once(images)
+    images = _image_paths(images)
     reader = NumberReader(model, digits=_digits_arg(digit_model, reader_only), search=not no_search)
     drawn: set[str] = set()
 

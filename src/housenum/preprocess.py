@@ -19,6 +19,7 @@ from housenum.errors import ImageError, ImageTooLargeError
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")  # what a folder of photos is searched for
 # What Pillow raises for a file whose header or data is cut short or garbled (fuzzing found each)
 CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 
@@ -29,6 +30,11 @@ def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.permute(0, 3, 1, 2)
     return x.float().div_(255.0)
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (by suffix), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def open_image(source,

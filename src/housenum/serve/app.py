@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from housenum.errors import ImageError, ImageTooLargeError
-from housenum.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image
+from housenum.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, images_in, open_image
 from housenum.serve.batching import MicroBatcher
 from housenum.serve.metrics import Metrics, MetricsMiddleware
 from housenum.serve.models import ServedModels, load_served_models
@@ -33,7 +33,6 @@ from housenum.serve.uploads import (MULTIPART_OVERHEAD, ApiError, BodyLimitMiddl
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 ENV_PREFIX = "HOUSENUM_SERVE_"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 
 
 @dataclass
@@ -309,8 +308,7 @@ def _example_photos(folder: str | None, limit: int = 8) -> dict[str, Path]:
     """A few photos from `folder` (sorted by name), served read-only under /examples/NAME."""
     if not folder or not Path(folder).is_dir():
         return {}
-    photos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    return {p.name: p for p in photos[:limit]}
+    return {p.name: p for p in images_in(Path(folder))[:limit]}
 
 
 # ---------------------------------------------------------------- errors as JSON, always
