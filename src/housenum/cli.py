@@ -321,9 +321,11 @@ def predict_cmd(
     _per_file(_image_paths(images), lambda path: recognizer.predict([_image_source(path)], top_k)[0], line)
 
 
-@app.command("serve")
+# every serve option can come from the environment too, as HOUSENUM_SERVE_<OPTION> (a flag wins)
+@app.command("serve", context_settings={"auto_envvar_prefix": "HOUSENUM_SERVE"})
 def serve_cmd(
-    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")
+                    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own models.")] = 1,
     digit_model: Annotated[Path | None, typer.Option(
@@ -342,10 +344,13 @@ def serve_cmd(
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per worker; default: all cores.")
                        ] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Serve digits with the model's 8-bit export "
-                                       "(`housenum export --int8`; both shipped models have one): 1.5-1.8x faster.")
+                                        "(`housenum export --int8`; both shipped models have one): 1.5-1.8x faster.")
                     ] = False,
 ) -> None:
-    """Run the HTTP service: the web page at /, the API under /v1, API docs at /docs, /healthz, /metrics."""
+    """Run the HTTP service: the web page at /, the API under /v1, API docs at /docs, /healthz, /metrics.
+
+    Each option can also be set as HOUSENUM_SERVE_<OPTION>, e.g. HOUSENUM_SERVE_INT8=1 or HOUSENUM_SERVE_MAX_MB=5.
+    """
     from housenum.checkpoint import checkpoint_path, read_digit_checkpoint
     from housenum.serve.app import Settings, serve
 

@@ -74,8 +74,9 @@ class Reading:
     guess: str | None = None                               # the number withheld as unsure (`sure_or_none`)
 
     def as_json(self) -> dict:
-        out = {"number": self.number, "confidence": round(self.confidence, 6), "boxes": self.boxes}
-        return out if self.guess is None else {**out, "guess": self.guess}
+        """The same keys always (`guess` null unless a number was withheld): CLI --json and HTTP alike."""
+        return {"number": self.number, "confidence": round(self.confidence, 6), "boxes": self.boxes,
+                "guess": self.guess}
 
     def summary(self) -> str:
         """'123 (97.1%)', 'unsure, perhaps 123 (61.0%)' or 'no number (3.2%)': for people (CLI, drawings)."""
