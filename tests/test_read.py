@@ -416,6 +416,49 @@ def test_train_reader_writes_a_run_folder(svhn_dir, tmp_path, head, loc_head):
     assert isinstance(Reader(tmp_path / "run").read(svhn_dir / "numbers" / "images" / "test_1.png"), Reading)
 
 
+def test_train_reader_resumed_is_the_same_run_as_one_straight_through(svhn_dir, tmp_path):
+    """Ctrl-C after epoch 2 of 3, then resume: the same steps, dropout and synthetic photos included."""
+    import torch
+
+    from housenum.data.numbers import load_numbers
+    from housenum.read import read_reader_checkpoint
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    photos = load_numbers(str(svhn_dir / "numbers")).matching("train_1??.png")
+    cfg = ReaderTrainConfig(data="test", synthetic=8, synthetic_empty=4, epochs=3, batch_size=8, holdout=None,
+                            val_fraction=0.2, arch={**TINY_ARCH, "dropout": 0.3})
+    straight = train_reader(cfg, tmp_path / "straight", photos=photos, cache=tmp_path / "cache")
+
+    def stop_after_two(row: dict) -> None:
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_reader(cfg, tmp_path / "split", photos=photos, cache=tmp_path / "cache", on_epoch=stop_after_two)
+    assert read_reader_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 2
+    torch.manual_seed(999)                                  # another process's generator, as after a restart
+    lines: list[str] = []
+    other = ReaderTrainConfig(epochs=99, lr=1.0)            # ignored on resume: the run's own config counts
+    resumed = train_reader(other, tmp_path / "split", photos=photos, cache=tmp_path / "cache", resume=True,
+                           progress=lines.append)
+    assert "resuming after epoch 2 of 3 (step 42)" in lines
+    assert [(r["loss"], r["val_iou"]) for r in resumed.history] == [(r["loss"], r["val_iou"]) for r in straight.history]
+    a, b = (read_reader_checkpoint(p / "last.pt") for p in (tmp_path / "straight", tmp_path / "split"))
+    assert all(torch.equal(a["reader_state"][k], v) for k, v in b["reader_state"].items())
+    with pytest.raises(ModelError, match="the run finished .*nothing to resume"):
+        train_reader(cfg, tmp_path / "straight", photos=photos, cache=tmp_path / "cache", resume=True)
+    with pytest.raises(ModelError, match="no last.pt to resume"):
+        train_reader(cfg, tmp_path / "nowhere", photos=photos, resume=True)
+
+
+def test_cli_train_reader_resume_refuses_settings_it_would_ignore(tmp_path):
+    result = _cli("train-reader", "--resume", str(tmp_path), "--lr", "0.1", "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--lr would be ignored; only --device and --threads may change" in result.stderr
+    result = _cli("train-reader", "--resume", str(tmp_path), "--threads", "1")
+    assert result.returncode == 2 and f"{tmp_path}: no last.pt to resume" in result.stderr
+
+
 def test_train_reader_stops_at_its_time_budget(svhn_dir, tmp_path):
     from housenum.data.numbers import load_numbers
     from housenum.train_reader import ReaderTrainConfig, train_reader

@@ -152,18 +152,21 @@ def data_info(
         typer.echo(f"sample grid: {out}")
 
 
-# What `train --resume` takes from the command line; everything else is the run's own (its config.json).
+# What `train --resume` and `train-reader --resume` take from the command line; everything else is
+# the run's own (its config.json).
 RESUME_OPTIONS = ("resume", "epochs", "device")
+READER_RESUME_OPTIONS = ("resume", "device", "threads")
 
 
-def _refuse_with_resume(ctx: typer.Context) -> None:
+def _refuse_with_resume(ctx: typer.Context, allowed: tuple[str, ...] = RESUME_OPTIONS) -> None:
     # by name: typer may bring its own copy of click and its ParameterSource
-    given = [p for p in ctx.command.params if p.name not in RESUME_OPTIONS
+    given = [p for p in ctx.command.params if p.name not in allowed
              and getattr(ctx.get_parameter_source(p.name), "name", None) == "COMMANDLINE"]
     if given:
         flags = ", ".join(p.opts[0] for p in given)
+        may = " and ".join(f"--{name}" for name in allowed if name != "resume")
         raise ModelError(f"--resume keeps the run's own settings (its config.json), so {flags} would be "
-                         f"ignored; only --epochs (more of them) and --device may change")
+                         f"ignored; only {may} may change")
 
 
 @app.command("train")
@@ -494,6 +497,7 @@ def evaluate_numbers_cmd(
 
 @app.command("train-reader")
 def train_reader_cmd(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="Labelled photos: a folder with labels.json or digitStruct.mat, "
                                            "'svhn-full:train' or 'synthetic[:N]'.")] = "synthetic:2000",
     holdout: Annotated[str, typer.Option(help="Never train or validate on photos matching this glob "
@@ -535,12 +539,18 @@ def train_reader_cmd(
     precision: Annotated[str, typer.Option(help="'auto' (bf16 autocast on a GPU or a CPU with bf16 units), "
                                                 "'fp32' or 'bf16'.")] = "auto",
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/reader"),
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue the run in this folder from its last.pt, with its own settings (only --device and "
+             "--threads may be given): the same steps as a run straight through.")] = None,
 ) -> None:
     """Train the whole-number reader (localiser + reader) and write its run folder: best.pt,
-    last.pt, config.json, history.csv and curves.png."""
+    last.pt, config.json, history.csv and curves.png. Ctrl-C keeps the last checkpoint; --resume continues."""
     from housenum.models.reader import ARCHS
     from housenum.train_reader import ReaderTrainConfig, train_reader
 
+    if resume is not None:
+        _refuse_with_resume(ctx, READER_RESUME_OPTIONS)
+        out = resume
     if arch not in ARCHS:
         raise typer.BadParameter(f"choose from {', '.join(ARCHS)}", param_hint="--arch")
     cfg = ReaderTrainConfig(data=data, holdout=holdout or None, val_fraction=val_fraction, fold=fold,
@@ -552,10 +562,16 @@ def train_reader_cmd(
                             localizer_only=localizer_only, new_localizer=new_localizer, reader_only=reader_only,
                             hard_negatives=hard_negatives, seed=seed, threads=threads,
                             device=device, precision=precision)
+    if resume is None and any((out / name).exists() for name in ("last.pt", "best.pt")):
+        typer.echo(f"replacing the run in {out} (--resume {out} would continue it)", err=True)
     try:
-        result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True))
+        result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True), resume=resume is not None)
     except KeyboardInterrupt:
-        _err(f"interrupted; the last finished epoch is in {out}/last.pt")
+        if (out / "last.pt").exists():
+            _err(f"interrupted; the last checkpoint is in {out}/last.pt "
+                 f"(continue with: housenum train-reader --resume {out})")
+        else:
+            _err("interrupted before the first checkpoint: nothing to resume")
         raise typer.Exit(130) from None
     typer.echo(f"reader: best validation whole-number accuracy {result.best_val_acc:.4f}, "
                f"{result.train_seconds:.0f} s; run folder {out}")

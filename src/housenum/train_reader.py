@@ -42,6 +42,7 @@ READER_FORMAT = "housenum-reader/1"
 # unlabelled real digits (a gallery of the 48 surest: about half), so they are not taught as "no number".
 HARD_NEGATIVE_SKIP = 0.9
 LOC_BACKDROPS = ("border", "scenery")
+RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "config.json")
 
 
 @dataclass
@@ -459,18 +460,25 @@ class ReaderTrainResult:
 def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberSet | None = None,
                  real: PhotoTensors | None = None, synthetic: PhotoTensors | None = None,
                  cache: Path | None = None, progress: Callable[[str], None] | None = None,
-                 on_epoch: Callable[[dict], None] | None = None) -> ReaderTrainResult:
+                 on_epoch: Callable[[dict], None] | None = None, resume: bool = False) -> ReaderTrainResult:
     """Train localiser and reader together and write the run folder: best.pt (best validation
     whole-number accuracy; the last epoch when there is no validation), last.pt, config.json,
     history.csv, curves.png.
 
     `photos` replaces loading `cfg.data`; `real` / `synthetic` give training tensors made already
-    (`real` then means no validation photos are needed).
+    (`real` then means no validation photos are needed). `resume` continues the run in `run_dir`
+    from its last.pt with the run's own config (only `cfg.device` and `cfg.threads` are taken), the
+    same steps as a run straight through: it rebuilds the run's data as the run did, then restores
+    the weights, the optimiser and the random generators.
     """
     from housenum.read import NumberReader
     from housenum.train import PRECISIONS, pick_device, use_bf16
 
     run_dir = Path(run_dir)
+    resumed = _resumable(run_dir) if resume else None
+    if resumed is not None:
+        cfg = dataclasses.replace(ReaderTrainConfig.from_dict(resumed["config"]), device=cfg.device,
+                                  threads=cfg.threads)
     cfg.check_ranges()
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
@@ -561,13 +569,29 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     gen = torch.Generator().manual_seed(cfg.seed)
     amp = use_bf16(device, cfg.precision)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
     history: list[dict] = []
-    best, elapsed, step = -1.0, 0.0, 0
+    best, elapsed, step, start_epoch, wall = -1.0, 0.0, 0, 0, 0.0
+    if resumed is not None:
+        training = resumed["training"]
+        localizer.load_state_dict(training["localizer"])
+        reader.load_state_dict(training["reader"])
+        ema_loc.model.load_state_dict(resumed["localizer_state"])
+        ema_read.model.load_state_dict(resumed["reader_state"])
+        optimizer.load_state_dict(training["optimizer"])
+        gen.set_state(training["generator"])
+        torch.set_rng_state(training["torch_rng"])
+        history, best, elapsed = resumed["history"], resumed["best_val_acc"], resumed["train_seconds"]
+        step, start_epoch, wall = training["step"], resumed["epoch"], training["wall_seconds"]
+        say(f"resuming after epoch {start_epoch} of {cfg.epochs} (step {step})")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resumed is None:   # a new run in a folder that held another: none of the old run's files stay
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
     sums = {k: torch.zeros((), device=device) for k in ("loss", "loc_loss", "acc")}
-    start, out_of_time = time.perf_counter(), False
-    for epoch in range(cfg.epochs):
+    start, out_of_time = time.perf_counter() - wall, False   # a budget in minutes counts the time before a resume
+    for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         localizer.train(not cfg.reader_only)
         reader.train(not cfg.localizer_only)
@@ -633,7 +657,12 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
         if score > best:
             best = score
             save_checkpoint(run_dir / "best.pt", {**state, "best_val_acc": row["val_acc"]})
-        save_checkpoint(run_dir / "last.pt", {**state, "best_val_acc": best})
+        # last.pt alone also holds what resuming needs: the raw weights the EMA follows, the optimiser, the generators
+        training = {"localizer": _cpu(localizer.state_dict()), "reader": _cpu(reader.state_dict()),
+                    "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(), "step": step, "wall_seconds": time.perf_counter() - start,
+                    "finished": out_of_time or epoch + 1 == cfg.epochs}
+        save_checkpoint(run_dir / "last.pt", {**state, "best_val_acc": best, "training": training})
         _write_history(run_dir, history)
         if on_epoch is not None:
             on_epoch(row)
@@ -642,6 +671,22 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             break
     best_acc = max((r["val_acc"] for r in history if not math.isnan(r["val_acc"])), default=float("nan"))
     return ReaderTrainResult(run_dir, history, best_acc, elapsed, cfg)
+
+
+def _resumable(run_dir: Path) -> dict:
+    from housenum.read import read_reader_checkpoint
+
+    last = run_dir / "last.pt"
+    if not last.exists():
+        raise ModelError(f"{run_dir}: no last.pt to resume (was the run stopped before its first checkpoint?)")
+    state = read_reader_checkpoint(last)
+    if "training" not in state:
+        raise ModelError(f"{last}: saved before train-reader could resume (no optimiser state in it); "
+                         f"start a new run from its weights with --init {run_dir}")
+    if state["training"]["finished"]:
+        raise ModelError(f"{run_dir}: the run finished (epoch {state['epoch']} of {state['config']['epochs']}, "
+                         f"or its time budget); nothing to resume. A longer run can start from it with --init")
+    return state
 
 
 def one_cycle_lr(progress: float, peak: float, warmup: float = 0.2) -> float:
