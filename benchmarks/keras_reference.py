@@ -76,6 +76,12 @@ def build(name: str, channels: int):
 
 
 def main() -> None:
+    # no argparse: its callers pass positional arguments, as the usage line says
+    if "--help" in sys.argv or "-h" in sys.argv:
+        print(__doc__)
+        return
+    if len(sys.argv) not in (6, 7):
+        raise SystemExit(__doc__)
     data_path, name, epochs, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
         int(sys.argv[5])
     lr = float(sys.argv[6]) if len(sys.argv) > 6 else 1e-3
