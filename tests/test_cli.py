@@ -189,6 +189,25 @@ def test_bad_input_is_one_clear_line(compared, crops, tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
 
 
+def test_help_shows_no_value_beside_an_on_off_flag():
+    """typer writes `<bool>` beside a flag unless told not to, as if `--json` took a value."""
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from housenum.cli import app
+
+    def commands(group, path=()):
+        for name, command in group.commands.items():
+            yield from commands(command, (*path, name)) if hasattr(command, "commands") else [(*path, name)]
+
+    names = list(commands(get_command(app)))
+    assert ("data", "info") in names and ("read",) in names
+    for name in names:
+        lines = CliRunner().invoke(app, [*name, "--help"], env={"COLUMNS": "200"}).stdout.splitlines()
+        flagged = [line for line in lines if "<bool>" in line and "--help" not in line]
+        assert lines and not flagged, f"housenum {' '.join(name)} --help: {flagged}"
+
+
 def test_train_help_names_every_registered_model():
     """The CLI keeps torch out of `--help`, so its model list is written out: it must not drift from the registry."""
     from housenum.models import list_models

@@ -24,13 +24,18 @@ DataOpt = Annotated[str, typer.Option(
     "--data", help="Dataset: a course .h5, an official *_32x32.mat, an .npz (X, y[, source_image]), "
     "'svhn', 'svhn:extra' (downloaded once into $HOUSENUM_DATA) or 'synthetic[:N]' (built in).")]
 MODEL_HELP = "Run folder or .pt, or 'fast' (the shipped small model); default: the shipped model."
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only on stdout.")]
+def _flag(*decls: str, **kwargs):
+    """An on/off option: typer would print `<bool>` beside it in --help, as if it took a value."""
+    return typer.Option(*decls, metavar="", **kwargs)
+
+
+JsonOpt = Annotated[bool, _flag("--json", help="Print machine-readable JSON only on stdout.")]
 DigitModelOpt = Annotated[Path | None, typer.Option(
     help="Digit model (run folder or .pt, or 'fast') that re-reads each digit the reader finds; default: the "
          "shipped one.")]
-ReaderOnlyOpt = Annotated[bool, typer.Option(
+ReaderOnlyOpt = Annotated[bool, _flag(
     help="Trust the reader's own digit heads alone (no second opinion from the digit model).")]
-NoSearchOpt = Annotated[bool, typer.Option("--no-search", help="Do not read unsure photos again in windows "
+NoSearchOpt = Annotated[bool, _flag("--no-search", help="Do not read unsure photos again in windows "
                                                                "(faster; misses more small numbers).")]
 
 
@@ -43,7 +48,7 @@ def _version(show: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+def _main(version: Annotated[bool, _flag("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
     pass   # the app's help is the Typer's own; this callback only carries --version
 
@@ -188,7 +193,7 @@ def train_cmd(
     val_fraction: Annotated[float, typer.Option(
         help="Share of the training photos held out for validation (checkpoint choice, calibration) "
              "when no --fold is given.")] = 0.2,
-    all_data: Annotated[bool, typer.Option(
+    all_data: Annotated[bool, _flag(
         "--all-data", help="Train on the data's test split too: a final model once the recipe's held-out "
                            "figures are known; its own test figures then mean nothing.")] = False,
     checkpoint: Annotated[str, typer.Option(
@@ -274,7 +279,7 @@ def compare_cmd(
     data: DataOpt = "synthetic",
     out: Annotated[Path, typer.Option(
         help="Output folder: leaderboard.csv, report.html, one run each.")] = Path("compare"),
-    quick: Annotated[bool, typer.Option(help="Cap every model at a few epochs for a fast look.")] = False,
+    quick: Annotated[bool, _flag(help="Cap every model at a few epochs for a fast look.")] = False,
     epochs: Annotated[int | None, typer.Option(help="Same epochs for every model.")] = None,
     seed: Annotated[int, typer.Option()] = 42,
     channels: Annotated[int | None, typer.Option(help="Force 1 or 3 channels for all models.")] = None,
@@ -346,7 +351,7 @@ def serve_cmd(
         min=1, help="Most single-image requests run together in one model call when they queue (1: never).")] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per worker; default: all cores.")
                        ] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="Serve digits with the model's 8-bit export "
+    int8: Annotated[bool, _flag("--int8", help="Serve digits with the model's 8-bit export "
                                         "(`housenum export --int8`; both shipped models have one): 1.5-1.8x faster.")
                     ] = False,
 ) -> None:
@@ -387,7 +392,7 @@ def export_cmd(
     data: Annotated[str | None, typer.Option("--data", help="Digits for the parity check; default: the run's.")
                     ] = None,
     n: Annotated[int, typer.Option(min=1, help="How many test digits the parity check runs.")] = 512,
-    int8: Annotated[bool, typer.Option("--int8", help="Quantize to 8 bits, scaled on the data's training digits "
+    int8: Annotated[bool, _flag("--int8", help="Quantize to 8 bits, scaled on the data's training digits "
                                        "(best.int8.onnx; 1.5-1.8x faster on a 2-core CPU, `housenum serve --int8`).")
                     ] = False,
     as_json: JsonOpt = False,
@@ -423,7 +428,7 @@ def read_cmd(
     digit_model: DigitModelOpt = None,
     reader_only: ReaderOnlyOpt = False,
     no_search: NoSearchOpt = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo per line.")] = False,
+    as_json: Annotated[bool, _flag("--json", help="One JSON object per photo per line.")] = False,
     out: Annotated[Path | None, typer.Option(
         help="Also draw each reading (number box, digit boxes, number and confidence) on its photo, "
              "enlarged, into this folder as NAME.read.png.")] = None,
@@ -526,10 +531,10 @@ def train_reader_cmd(
     workers: Annotated[int, typer.Option(help="Processes drawing synthetic photos.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Epochs between validations and checkpoints.")] = 1,
     init: Annotated[Path | None, typer.Option(help="Start from this reader run folder or .pt.")] = None,
-    localizer_only: Annotated[bool, typer.Option(help="Train only the localiser (keep --init's reader).")] = False,
-    new_localizer: Annotated[bool, typer.Option(help="With --init: a new localiser as --arch says "
+    localizer_only: Annotated[bool, _flag(help="Train only the localiser (keep --init's reader).")] = False,
+    new_localizer: Annotated[bool, _flag(help="With --init: a new localiser as --arch says "
                                                      "(e.g. 'heatmap'), the reader of --init kept.")] = False,
-    reader_only: Annotated[bool, typer.Option(help="Train only the reader (keep --init's localiser).")] = False,
+    reader_only: Annotated[bool, _flag(help="Train only the reader (keep --init's localiser).")] = False,
     hard_negatives: Annotated[int, typer.Option(help="With --init: teach 'no number' where its localiser looks, "
                                                      "in N synthetic walls and in the parts of the "
                                                      "training photos away from their number.")] = 0,
