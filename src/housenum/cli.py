@@ -24,6 +24,8 @@ DataOpt = Annotated[str, typer.Option(
     "--data", help="Dataset: a course .h5, an official *_32x32.mat, an .npz (X, y[, source_image]), "
     "'svhn', 'svhn:extra' (downloaded once into $HOUSENUM_DATA) or 'synthetic[:N]' (built in).")]
 MODEL_HELP = "Run folder or .pt, or 'fast' (the shipped small model); default: the shipped model."
+
+
 def _flag(*decls: str, **kwargs):
     """An on/off option: typer would print `<bool>` beside it in --help, as if it took a value."""
     return typer.Option(*decls, metavar="", **kwargs)
@@ -36,7 +38,7 @@ DigitModelOpt = Annotated[Path | None, typer.Option(
 ReaderOnlyOpt = Annotated[bool, _flag(
     help="Trust the reader's own digit heads alone (no second opinion from the digit model).")]
 NoSearchOpt = Annotated[bool, _flag("--no-search", help="Do not read unsure photos again in windows "
-                                                               "(faster; misses more small numbers).")]
+                                                        "(faster; misses more small numbers).")]
 
 
 def _version(show: bool) -> None:
@@ -49,7 +51,7 @@ def _version(show: bool) -> None:
 
 @app.callback()
 def _main(version: Annotated[bool, _flag("--version", callback=_version, is_eager=True,
-                                                help="Print the version and exit.")] = False) -> None:
+                                         help="Print the version and exit.")] = False) -> None:
     pass   # the app's help is the Typer's own; this callback only carries --version
 
 
@@ -352,7 +354,7 @@ def serve_cmd(
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per worker; default: all cores.")
                        ] = None,
     int8: Annotated[bool, _flag("--int8", help="Serve digits with the model's 8-bit export "
-                                        "(`housenum export --int8`; both shipped models have one): 1.5-1.8x faster.")
+                                "(`housenum export --int8`; both shipped models have one): 1.5-3x float32, by CPU.")
                     ] = False,
 ) -> None:
     """Run the HTTP service: the web page at /, the API under /v1, API docs at /docs, /healthz, /metrics.
@@ -393,7 +395,7 @@ def export_cmd(
                     ] = None,
     n: Annotated[int, typer.Option(min=1, help="How many test digits the parity check runs.")] = 512,
     int8: Annotated[bool, _flag("--int8", help="Quantize to 8 bits, scaled on the data's training digits "
-                                       "(best.int8.onnx; 1.5-1.8x faster on a 2-core CPU, `housenum serve --int8`).")
+                                "(best.int8.onnx; 1.5-3x float32 on a 2-core CPU, `housenum serve --int8`).")
                     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -533,7 +535,7 @@ def train_reader_cmd(
     init: Annotated[Path | None, typer.Option(help="Start from this reader run folder or .pt.")] = None,
     localizer_only: Annotated[bool, _flag(help="Train only the localiser (keep --init's reader).")] = False,
     new_localizer: Annotated[bool, _flag(help="With --init: a new localiser as --arch says "
-                                                     "(e.g. 'heatmap'), the reader of --init kept.")] = False,
+                                              "(e.g. 'heatmap'), the reader of --init kept.")] = False,
     reader_only: Annotated[bool, _flag(help="Train only the reader (keep --init's localiser).")] = False,
     hard_negatives: Annotated[int, typer.Option(help="With --init: teach 'no number' where its localiser looks, "
                                                      "in N synthetic walls and in the parts of the "
