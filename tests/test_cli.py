@@ -119,6 +119,17 @@ def test_data_info_counts_and_grid(small_npz, tmp_path):
     assert bad.returncode == 2 and "cannot write a figure as '.xyz'" in bad.stderr
 
 
+def test_data_info_on_whole_photos(svhn_dir, tmp_path):
+    proc = housenum("data", "info", svhn_dir / "numbers", "--out", tmp_path / "photos.png", "--json")
+    info = json.loads(proc.stdout)
+    labels = json.loads((svhn_dir / "numbers" / "labels.json").read_text())
+    assert info["photos"] == len(labels)
+    assert info["by_length"]["2"] == sum(len(v["label"]) == 2 for v in labels.values())
+    assert Image.open(tmp_path / "photos.png").size[0] > 600
+    text = housenum("data", "info", svhn_dir / "numbers").stdout
+    assert f"{len(labels)} photos" in text and "spans a median" in text
+
+
 def bad_cases(tmp_path, crops, run):
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"not an image" * 20)

@@ -155,6 +155,25 @@ def test_labels_json_errors(tmp_path, svhn_dir):
         load_numbers(str(tmp_path / "nowhere"))
 
 
+def test_describe_numbers_counts_lengths_digits_and_how_much_the_number_fills(svhn_dir, tmp_path):
+    from PIL import Image
+
+    photos = load_numbers(str(svhn_dir / "numbers")).matching("train_1??.png")
+    info = numbers.describe_numbers(photos)
+    assert info["photos"] == 100 and sum(info["by_length"].values()) == 100
+    assert sum(info["per_digit"]) == sum(len(b) for b in photos.boxes)
+    assert info["per_digit"][1] == sum(label.count("1") for label in photos.labels)
+    first = Image.open(photos.files[0])
+    assert info["width"]["min"] <= first.width <= info["width"]["max"]
+    assert 0 < info["number_width_share"]["p5"] <= info["number_width_share"]["median"] < 1
+    synthetic = numbers.describe_numbers(load_numbers("synthetic:6"))   # photos in memory, no files
+    assert synthetic["photos"] == 6 and synthetic["width"]["min"] > 0
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    (tmp_path / "labels.json").write_text(json.dumps({"a.png": {"label": "1", "boxes": [[0, 0, 5, 5, 1]]}}))
+    with pytest.raises(DataFormatError, match="a.png: not a readable image"):
+        numbers.describe_numbers(load_numbers(str(tmp_path)))
+
+
 # --- svhn-full against a loopback server ----------------------------------------------------------
 
 

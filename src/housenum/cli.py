@@ -125,13 +125,19 @@ def data_info(
     channels: Annotated[int | None, typer.Option(help="1 greyscale, 3 RGB.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Counts per split and class, image shape and type, and optionally a sample grid PNG."""
+    """Counts per split and class, image shape and type, and optionally a sample grid PNG.
+
+    For whole photos (a folder with labels.json or digitStruct.mat, a digitStruct.mat, svhn-full):
+    counts by number length and digit, photo sizes, how much of the photo the number fills."""
     import numpy as np
 
     from housenum import plots
     from housenum.data import load_digits
 
     _file_out(out)
+    if _is_photo_spec(spec):
+        _photo_info(spec, out, as_json)
+        return
     data = load_digits(spec, channels)
     splits = {"train": data.train, "test": data.test, **data.extra}
     info = {
@@ -155,6 +161,44 @@ def data_info(
     typer.echo(f"{'split':<8}{'n':>8}  " + " ".join(f"{d:>6}" for d in range(10)))
     for k, v in info["splits"].items():
         typer.echo(f"{k:<8}{v['n']:>8}  " + " ".join(f"{c:>6}" for c in v["per_class"]))
+    if out is not None:
+        typer.echo(f"sample grid: {out}")
+
+
+def _is_photo_spec(spec: str) -> bool:
+    """Whole photos (format 1) rather than digit crops."""
+    path = Path(spec)
+    return path.is_dir() or path.name == "digitStruct.mat" or path.suffix == ".json" or \
+        spec.partition(":")[0] == "svhn-full"
+
+
+def _photo_info(spec: str, out: Path | None, as_json: bool) -> None:
+    import numpy as np
+
+    from housenum import plots
+    from housenum.data.numbers import describe_numbers, load_numbers
+
+    photos = load_numbers(spec)
+    info = describe_numbers(photos)
+    if out is not None:
+        picked = np.unique(np.linspace(0, len(photos) - 1, min(36, len(photos))).round().astype(int))
+        plots.save(plots.photo_grid([photos.image(i) for i in picked], [photos.boxes[i] for i in picked],
+                                    [f"{photos.names[i]}: {photos.labels[i]}" for i in picked], title=photos.name), out)
+        info["sample_grid"] = str(out)
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    width, height = info["width"], info["height"]
+    typer.echo(f"{info['name']}: {info['photos']} photos with their numbers")
+    typer.echo("number length  " + "  ".join(f"{k}: {n}" for k, n in info["by_length"].items()))
+    typer.echo("digits         " + "  ".join(f"{d}: {n}" for d, n in enumerate(info["per_digit"])))
+    typer.echo(f"photo width    median {width['median']:.0f} px ({width['min']}-{width['max']}), "
+               f"height median {height['median']:.0f} px ({height['min']}-{height['max']})")
+    fill_w, fill_h = info["number_width_share"], info["number_height_share"]
+    if fill_w:
+        typer.echo(f"the number     spans a median {fill_w['median']:.0%} of the photo's width "
+                   f"({fill_w['p5']:.0%}-{fill_w['p95']:.0%} for 90% of photos) and {fill_h['median']:.0%} "
+                   f"of its height")
     if out is not None:
         typer.echo(f"sample grid: {out}")
 

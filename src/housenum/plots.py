@@ -63,6 +63,27 @@ def image_grid(images: np.ndarray, titles: list[str], cols: int = 10, title: str
     return fig
 
 
+def photo_grid(photos: list[np.ndarray], boxes: list[np.ndarray], titles: list[str], cols: int = 6,
+               title: str = ""):
+    """Whole photos of any size in a grid, each with its digit boxes drawn and its label above."""
+    from matplotlib.patches import Rectangle
+
+    rows = max(1, int(np.ceil(len(photos) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 1.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, photo, rows_, t in zip(axes.flat, photos, boxes, titles):
+        ax.axis("on")
+        _show(ax, photo)
+        for left, top, w, h, _ in rows_:
+            ax.add_patch(Rectangle((left, top), w, h, fill=False, edgecolor=np.divide(DIGIT_BOX_COLOUR, 255),
+                                   linewidth=1))
+        ax.set_title(t, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def class_balance(counts: dict[str, np.ndarray]):
     fig, ax = plt.subplots(figsize=(7, 3))
     width = 0.8 / len(counts)

@@ -94,6 +94,48 @@ def number_box(boxes: np.ndarray) -> tuple[float, float, float, float]:
             float((b[:, 0] + b[:, 2]).max()), float((b[:, 1] + b[:, 3]).max()))
 
 
+def photo_size(photos: NumberSet, i: int) -> tuple[int, int]:
+    """Photo i's (width, height), from the file's header: no decoding."""
+    if photos.images is not None:
+        h, w = photos.images[i].shape[:2]
+        return w, h
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(photos.files[i]) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataFormatError(f"{photos.files[i]}: not a readable image ({e})") from None
+
+
+def describe_numbers(photos: NumberSet) -> dict:
+    """Counts by number length and by digit, photo sizes, and how much of each photo its number fills
+    (the reader's localiser is there because the number is a small part of many photos)."""
+    sizes = np.array([photo_size(photos, i) for i in range(len(photos))], np.float64).reshape(-1, 2)
+    lengths = np.bincount([len(label) for label in photos.labels], minlength=6)
+    digits = np.bincount(np.concatenate([b[:, 4] for b in photos.boxes] + [np.zeros(0, np.int64)]).astype(np.int64),
+                         minlength=10)
+    fills = []
+    for (w, h), rows in zip(sizes, photos.boxes):
+        if len(rows):
+            left, top, right, bottom = number_box(rows)
+            fills.append(((right - left) / w, (bottom - top) / h))
+    fill = np.array(fills, np.float64).reshape(-1, 2)
+
+    def spread(values: np.ndarray) -> dict:
+        if not len(values):
+            return {}
+        low, median, high = np.percentile(values, [5, 50, 95])
+        return {"median": round(float(median), 3), "p5": round(float(low), 3), "p95": round(float(high), 3)}
+
+    return {"name": photos.name, "photos": len(photos),
+            "by_length": {str(k): int(n) for k, n in enumerate(lengths) if n},
+            "per_digit": digits.tolist(),
+            "width": {**spread(sizes[:, 0]), "min": int(sizes[:, 0].min()), "max": int(sizes[:, 0].max())},
+            "height": {**spread(sizes[:, 1]), "min": int(sizes[:, 1].min()), "max": int(sizes[:, 1].max())},
+            "number_width_share": spread(fill[:, 0]), "number_height_share": spread(fill[:, 1])}
+
+
 def load_numbers(spec: str, default_split: str = "test") -> NumberSet:
     """Load photos by spec (see the module docstring); bare `svhn-full` means `default_split`."""
     name, _, arg = spec.partition(":")
