@@ -168,8 +168,8 @@ def data_info(
 def _is_photo_spec(spec: str) -> bool:
     """Whole photos (format 1) rather than digit crops."""
     path = Path(spec)
-    return path.is_dir() or path.name == "digitStruct.mat" or path.suffix == ".json" or \
-        spec.partition(":")[0] == "svhn-full"
+    labelled = path.is_dir() and any((path / name).is_file() for name in ("labels.json", "digitStruct.mat"))
+    return labelled or path.name == "digitStruct.mat" or path.suffix == ".json" or spec.partition(":")[0] == "svhn-full"
 
 
 def _photo_info(spec: str, out: Path | None, as_json: bool) -> None:

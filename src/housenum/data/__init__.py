@@ -47,7 +47,8 @@ def _load(spec: str) -> DigitData:
         )
     if path.is_dir():
         raise DataFormatError(f"{path}: is a folder; give a .h5, .mat or .npz file of digit crops "
-                              "(a folder of photos with labels.json is for `housenum evaluate-numbers`)")
+                              "(a folder of whole photos with labels.json or digitStruct.mat is for `housenum "
+                              "evaluate-numbers` and `train-reader`)")
     raise DataFormatError(f"{path}: unsupported file type '{suffix}' (expected .h5, .mat or .npz)")
 
 
