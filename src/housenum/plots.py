@@ -47,20 +47,26 @@ def _show(ax, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def image_grid(images: np.ndarray, titles: list[str], cols: int = 10, title: str = "",
-               cell: tuple[float, float] = (1.1, 1.3)):
-    """Images in a grid, `cell` inches (width, height) each with its title."""
+def _grid(images, titles: list[str], cols: int, cell: tuple[float, float], title: str):
+    """A figure of images in a grid, each with its title; returns it and the axes used, in order."""
     rows = max(1, int(np.ceil(len(images) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * cell[0], rows * cell[1]), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, img, t in zip(axes.flat, images, titles):
+    used = list(axes.flat[:len(images)])
+    for ax, img, t in zip(used, images, titles):
         ax.axis("on")
         _show(ax, img)
         ax.set_title(t, fontsize=8)
     if title:
         fig.suptitle(title)
-    return fig
+    return fig, used
+
+
+def image_grid(images: np.ndarray, titles: list[str], cols: int = 10, title: str = "",
+               cell: tuple[float, float] = (1.1, 1.3)):
+    """Images in a grid, `cell` inches (width, height) each with its title."""
+    return _grid(images, titles, cols, cell, title)[0]
 
 
 def photo_grid(photos: list[np.ndarray], boxes: list[np.ndarray], titles: list[str], cols: int = 6,
@@ -68,19 +74,11 @@ def photo_grid(photos: list[np.ndarray], boxes: list[np.ndarray], titles: list[s
     """Whole photos of any size in a grid, each with its digit boxes drawn and its label above."""
     from matplotlib.patches import Rectangle
 
-    rows = max(1, int(np.ceil(len(photos) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 1.6), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, photo, rows_, t in zip(axes.flat, photos, boxes, titles):
-        ax.axis("on")
-        _show(ax, photo)
-        for left, top, w, h, _ in rows_:
+    fig, axes = _grid(photos, titles, cols, (2.2, 1.6), title)
+    for ax, rows in zip(axes, boxes):
+        for left, top, w, h, _ in rows:
             ax.add_patch(Rectangle((left, top), w, h, fill=False, edgecolor=np.divide(DIGIT_BOX_COLOUR, 255),
                                    linewidth=1))
-        ax.set_title(t, fontsize=8)
-    if title:
-        fig.suptitle(title)
     return fig
 
 
