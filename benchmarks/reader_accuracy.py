@@ -69,8 +69,9 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true",
                         help="the digit model's 8-bit export (`housenum export DIGIT_MODEL --int8`), as "
                              "`housenum serve --int8` runs it")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "reader"),
-                        help="the failures gallery (failures.png, failures-2.png, ...) here")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "reader_accuracy"),
+                        help="the failures gallery (failures.png, failures-2.png, ...) here; the committed one "
+                             "is docs/results/reader")
     parser.add_argument("--walls", type=int, default=200, help="synthetic photos without a number to read")
     parser.add_argument("--no-clutter", dest="clutter", action="store_false",
                         help="skip reading the held-out photos' number-free parts")
