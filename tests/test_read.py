@@ -382,6 +382,23 @@ def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path, monkeypatch):
     json.dumps(result.as_json())
 
 
+def test_evaluate_numbers_shows_progress_on_a_terminal_only(svhn_dir, monkeypatch, reader):
+    import io
+
+    from housenum.data.numbers import load_numbers
+    from housenum.evaluate_numbers import score
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    photos = load_numbers(str(svhn_dir / "numbers")).matching("test_1?.png")
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr("sys.stderr", stream)
+        score(reader, photos, batch_size=4, progress=True)
+        assert ("reading:" in stream.getvalue() and "/10 [" in stream.getvalue()) == shown
+
+
 TINY_ARCH = {"loc_widths": [8, 8, 8, 8], "loc_dense": 8, "read_widths": [8, 8, 8, 8], "read_dense": 8, "dropout": 0.0}
 
 

@@ -539,7 +539,7 @@ def evaluate_numbers_cmd(
     from housenum.evaluate_numbers import evaluate_numbers
 
     result = evaluate_numbers(data, model, _folder_out(out), files, digits=_digits_arg(digit_model, reader_only),
-                              search=not no_search)
+                              search=not no_search, progress=True)
     if as_json:
         typer.echo(json.dumps(result.as_json()))
         return
