@@ -134,8 +134,10 @@ def data_info(
     from housenum import plots
     from housenum.data import load_digits
 
+    from housenum.data.numbers import is_photo_spec
+
     _file_out(out)
-    if _is_photo_spec(spec):
+    if is_photo_spec(spec):
         _photo_info(spec, out, as_json)
         return
     data = load_digits(spec, channels)
@@ -163,13 +165,6 @@ def data_info(
         typer.echo(f"{k:<8}{v['n']:>8}  " + " ".join(f"{c:>6}" for c in v["per_class"]))
     if out is not None:
         typer.echo(f"sample grid: {out}")
-
-
-def _is_photo_spec(spec: str) -> bool:
-    """Whole photos (format 1) rather than digit crops."""
-    path = Path(spec)
-    labelled = path.is_dir() and any((path / name).is_file() for name in ("labels.json", "digitStruct.mat"))
-    return labelled or path.name == "digitStruct.mat" or path.suffix == ".json" or spec.partition(":")[0] == "svhn-full"
 
 
 def _photo_info(spec: str, out: Path | None, as_json: bool) -> None:

@@ -113,8 +113,7 @@ def describe_numbers(photos: NumberSet) -> dict:
     (the reader's localiser is there because the number is a small part of many photos)."""
     sizes = np.array([photo_size(photos, i) for i in range(len(photos))], np.float64).reshape(-1, 2)
     lengths = np.bincount([len(label) for label in photos.labels], minlength=6)
-    digits = np.bincount(np.concatenate([b[:, 4] for b in photos.boxes] + [np.zeros(0, np.int64)]).astype(np.int64),
-                         minlength=10)
+    digits = sum((np.bincount(b[:, 4], minlength=10) for b in photos.boxes), np.zeros(10, np.int64))
     fills = []
     for (w, h), rows in zip(sizes, photos.boxes):
         if len(rows):
@@ -134,6 +133,14 @@ def describe_numbers(photos: NumberSet) -> dict:
             "width": {**spread(sizes[:, 0]), "min": int(sizes[:, 0].min()), "max": int(sizes[:, 0].max())},
             "height": {**spread(sizes[:, 1]), "min": int(sizes[:, 1].min()), "max": int(sizes[:, 1].max())},
             "number_width_share": spread(fill[:, 0]), "number_height_share": spread(fill[:, 1])}
+
+
+def is_photo_spec(spec: str) -> bool:
+    """Whether `spec` names whole photos for `load_numbers` rather than digit crops (`synthetic` is
+    both, and means digits where either would do)."""
+    path = Path(spec)
+    labelled = path.is_dir() and any((path / name).is_file() for name in ("labels.json", "digitStruct.mat"))
+    return labelled or path.name == "digitStruct.mat" or path.suffix == ".json" or spec.partition(":")[0] == "svhn-full"
 
 
 def load_numbers(spec: str, default_split: str = "test") -> NumberSet:
