@@ -422,7 +422,11 @@ def split_for_training(data: DigitData, cfg: TrainConfig) -> tuple[DigitSet, Dig
 def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = None,
           resume: bool = False, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train `config.model` and write the run folder; see the module docstring."""
+    """Train `config.model` and write the run folder; see the module docstring.
+
+    `data` is `config.data` already loaded (to share one load between runs); config.json records
+    `config.data`, which `evaluate` and `--resume` load again, so the two must name the same data.
+    """
     run_dir = Path(run_dir)
     cfg = config.resolved()
     device = pick_device(cfg.device)
