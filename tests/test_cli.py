@@ -53,6 +53,18 @@ def test_evaluate_json_prints_only_json(compared, small_npz):
     assert 0 <= result["accuracy"] <= 1 and result["n"] > 100
 
 
+def test_evaluate_tta_averages_shifted_copies(compared, small_npz, tmp_path):
+    from housenum.evaluate import evaluate_run
+
+    out, _ = compared
+    proc = housenum("evaluate", out / "cnn1", "--data", small_npz, "--tta", "--json", "--out", tmp_path)
+    assert json.loads(proc.stdout)["tta"] is True
+    assert "with TTA" in (tmp_path / "report.txt").read_text()
+    assert json.loads(housenum("evaluate", out / "cnn1", "--data", small_npz, "--json").stdout)["tta"] is False
+    plain, shifted = (evaluate_run(out / "cnn1", small_npz, tmp_path / str(t), tta=t).probs for t in (False, True))
+    assert plain.shape == shifted.shape and not np.allclose(plain, shifted)
+
+
 def test_evaluate_the_shipped_model_from_any_folder(tmp_path):
     """The shipped model recorded its data relative to the project; `evaluate` finds it from elsewhere too."""
     proc = subprocess.run([sys.executable, "-m", "housenum.cli", "evaluate", "fast", "--json"], cwd=tmp_path,

@@ -33,11 +33,13 @@ class Evaluation:
     probs: np.ndarray
     labels: np.ndarray
     held_out: bool = True   # False: the model trained on these test digits too (`--all-data`)
+    tta: bool = False       # the probabilities average each digit with shifted copies of it
 
     def as_json(self) -> dict:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n,
                 "per_class": self.per_class, "ece": self.ece,
-                "accuracy_at_95_coverage": self.accuracy_at_95_coverage, "held_out": self.held_out}
+                "accuracy_at_95_coverage": self.accuracy_at_95_coverage, "held_out": self.held_out,
+                "tta": self.tta}
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -95,7 +97,7 @@ def inference_ms_per_image(loaded: LoadedModel, digits: DigitSet, n: int = 2048)
     return 1000 * (time.perf_counter() - t0) / max(len(images), 1)
 
 
-def evaluate_run(model: str | Path | None, data: str | None = None,
+def evaluate_run(model: str | Path | None, data: str | Path | None = None,
                  out_dir: str | Path | None = None, tta: bool = False) -> Evaluation:
     """Evaluate a run folder or checkpoint (None: the shipped model) on a dataset's test split.
 
@@ -103,15 +105,16 @@ def evaluate_run(model: str | Path | None, data: str | None = None,
     (default: `<run>/eval`) when a folder is given or implied.
     """
     loaded = load_model(model)
-    spec = data or recorded_data(loaded, DEFAULT_SPEC)
+    spec = str(data) if data else recorded_data(loaded, DEFAULT_SPEC)
     test = load_digits(spec).test
     result = score(predict_probs(loaded, test, tta), test.labels)
     result.held_out = not trained_on_test_split(loaded.config, spec)
+    result.tta = tta
     if out_dir is None and model is not None and Path(model).is_dir():
         out_dir = Path(model) / "eval"
     if out_dir is not None:
         seen = "" if result.held_out else " (not held-out: the model trained on this test split too)"
-        write_evaluation(result, test, Path(out_dir), f"{loaded.name} on {spec}{seen}")
+        write_evaluation(result, test, Path(out_dir), f"{loaded.name} on {spec}{' with TTA' if tta else ''}{seen}")
     return result
 
 

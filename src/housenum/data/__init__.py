@@ -15,8 +15,10 @@ DEFAULT_SPEC = "synthetic"
 SYNTHETIC_TRAIN = 12000
 
 
-def load_digits(spec: str = DEFAULT_SPEC, channels: int | None = None) -> DigitData:
-    """Load a dataset by spec; `channels` 1 converts to greyscale, 3 requires colour."""
+def load_digits(spec: str | Path = DEFAULT_SPEC, channels: int | None = None) -> DigitData:
+    """Load a dataset by spec (a file path or a name such as 'svhn'); `channels` 1 converts to
+    greyscale, 3 requires colour."""
+    spec = str(spec)
     data = _load(spec)
     if len(data.train) + len(data.test) == 0:
         raise DataFormatError(f"{spec}: holds no images")
