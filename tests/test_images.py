@@ -103,3 +103,14 @@ def test_prediction_api_checks_its_arguments(crops):
     for bad in (0, 11, -1):
         with pytest.raises(ValueError, match="top_k"):
             fast.predict(list(X), top_k=bad)
+
+
+def test_a_strip_too_long_for_a_photo_is_refused_from_its_header():
+    """1 x 39,000,000 pixels passes the pixel limit, but Pillow would spend 1.9 GB decoding it."""
+    from tests.test_read import _png_header
+
+    with pytest.raises(ImageTooLargeError, match=r"too long \(1x39000000 pixels; no side may pass 30000\)"):
+        open_image(_png_header(1, 39_000_000))
+    wide = io.BytesIO()
+    Image.new("RGB", (16_000, 2)).save(wide, "PNG")
+    assert open_image(wide.getvalue()).size == (16_000, 2)

@@ -205,6 +205,21 @@ def test_photos_too_small_for_a_number_read_as_none(reader):
         assert reading.number_box == [0, 0, photo.shape[1], photo.shape[0]]
 
 
+def test_a_huge_photo_is_read_shrunk_with_its_boxes_in_its_own_pixels(reader, images):
+    from housenum.read import MAX_SIDE
+
+    photo = Image.open(images / "test_2.png").convert("RGB")    # 210, 182x60 pixels
+    huge = photo.resize((photo.width * 20, photo.height * 20), Image.Resampling.BICUBIC)
+    prepared = NumberReader.prepare(huge)
+    assert prepared.size == huge.size and max(prepared.image.size) == MAX_SIDE
+    small, large = reader.read(photo), reader.read(huge)
+    assert large.number == small.number == "210"
+    assert np.allclose(large.number_box, 20 * np.array(small.number_box), atol=0.1 * 20 * small.number_box[3])
+    assert [b[4] for b in large.boxes] == [2, 1, 0]
+    tall = NumberReader.prepare(Image.new("RGB", (2, 100_000)))
+    assert tall.image.size == (1, MAX_SIDE) and reader.read(tall).number is None
+
+
 @pytest.fixture
 def bad_images(tmp_path) -> tuple[Path, Path, Path]:
     """A 0-byte file, a text file, and a PNG header claiming 20000x20000 pixels."""

@@ -18,6 +18,9 @@ from housenum.errors import ImageError, ImageTooLargeError
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
+# Longest side allowed: a 1x39,000,000 strip passes the pixel limit but cost 1.9 GB and seconds to
+# decode (Pillow keeps a pointer per row); a 40-Mpixel panorama of 16,000x2,500 is well inside.
+MAX_IMAGE_SIDE = 30_000
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")  # what a folder of photos is searched for
 # What Pillow raises for a file whose header or data is cut short or garbled (fuzzing found each)
@@ -88,6 +91,8 @@ def open_image(source,
     w, h = img.size
     if w * h > max_pixels:
         raise ImageTooLargeError(f"{name}: image is too large ({w}x{h} = {w * h} pixels; limit {max_pixels})")
+    if max(w, h) > MAX_IMAGE_SIDE:
+        raise ImageTooLargeError(f"{name}: image is too long ({w}x{h} pixels; no side may pass {MAX_IMAGE_SIDE})")
     try:
         img.load()
         return _to_rgb(_upright(img))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from housenum.errors import ModelError
 from housenum.models.reader import (
@@ -59,6 +60,11 @@ FINE_SIZE = 0.35
 FINE_WINDOWS = tuple((x, y) for y in (0.0, 0.325, 0.65) for x in (0.0, 0.325, 0.65))
 FINE_ACCEPT = 0.9
 SEARCH_TIERS = ((SEARCH_WINDOWS, SEARCH_SIZE, SEARCH_ACCEPT), (FINE_WINDOWS, FINE_SIZE, FINE_ACCEPT))
+# A photo longer than this on either side is shrunk to it before reading, the boxes scaled back: the
+# networks see the whole photo at 64x128 and the number at 64x64, so a 40-Mpixel photo only costs
+# memory (it took 3 GB and seconds) and gives them nothing a smaller one does not. SVHN photos are
+# at most 876 pixels long; a number 4% of a phone photo's width still spans 64 pixels at 1,600.
+MAX_SIDE = 1600
 
 
 @dataclass
@@ -92,6 +98,29 @@ class Reading:
         if self.number is None or self.confidence >= min_confidence:
             return self
         return replace(self, number=None, guess=self.number)
+
+
+@dataclass
+class Photo:
+    """A photo as the reader reads it: `image` at most MAX_SIDE pixels on its long side (a larger one
+    shrunk), `size` the original's, in whose pixels the readings' boxes are given."""
+
+    image: Image.Image
+    size: tuple[int, int]
+
+    @classmethod
+    def of(cls, image: Image.Image) -> Photo:
+        width, height = image.size
+        if max(width, height) <= MAX_SIDE:
+            return cls(image, image.size)
+        shrink = max(width, height) / MAX_SIDE
+        small = (max(1, round(width / shrink)), max(1, round(height / shrink)))
+        return cls(image.resize(small, Image.Resampling.BOX, reducing_gap=2.0), image.size)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Original pixels per pixel of `image`, across and down."""
+        return self.size[0] / self.image.width, self.size[1] / self.image.height
 
 
 @dataclass
@@ -232,24 +261,37 @@ class NumberReader:
         return self.read_many([image])[0]
 
     def read_many(self, images, batch_size: int = 64) -> list[Reading]:
-        """Photos in batches; each is opened with `open_image` (clear `ImageError`s for bad input)."""
+        """Photos in batches; each is opened with `open_image` (clear `ImageError`s for bad input)
+        and shrunk to `Photo`'s size at once, so a batch of huge photos never sits in memory whole."""
         out: list[Reading] = []
         images = list(images)
         for start in range(0, len(images), batch_size):
-            photos = [open_image(x) for x in images[start:start + batch_size]]
+            photos = [self.prepare(x) for x in images[start:start + batch_size]]
             out += self.read_photos(photos)[1]
         return out
 
+    @staticmethod
+    def prepare(image) -> Photo:
+        """Anything `read` takes, opened and shrunk as the reader reads it (a `Photo` as it is)."""
+        return image if isinstance(image, Photo) else Photo.of(open_image(image))
+
     def read_photos(self, photos: list) -> tuple[RawOutputs, list[Reading]]:
-        """Opened photos -> the networks' outputs at the first try, and the readings (after the
-        window search for unsure ones, when `search` is on)."""
-        raw = self.raw(photos)
-        readings = decode(raw, [p.size for p in photos])
+        """Opened photos (PIL images or `Photo`s) -> the networks' outputs at the first try, and the
+        readings (after the window search for unsure ones, when `search` is on); boxes in the
+        photos' own pixels."""
+        photos = [p if isinstance(p, Photo) else Photo.of(p) for p in photos]
+        images = [p.image for p in photos]
+        raw = self.raw(images)
+        readings = decode(raw, [p.size for p in images])
         if self.search:
-            readings = self.search_windows(photos, readings)
+            readings = self.search_windows(images, readings)
         for i, p in enumerate(photos):
             if min(p.size) < MIN_SIDE:   # the networks would still find "digits" in a few pixels
                 readings[i] = Reading(None, 0.0, [], [0, 0, *p.size])
+            elif p.image.size != p.size:
+                sx, sy = p.scale
+                readings[i] = _scaled(readings[i], sx, sy)
+                raw.number_boxes[i] = raw.number_boxes[i] * (sx, sy, sx, sy)
         return raw, readings
 
     def search_windows(self, photos: list, readings: list[Reading]) -> list[Reading]:
@@ -483,6 +525,15 @@ def _shifted(reading: Reading, dx: int, dy: int) -> Reading:
                    [box[0] + dx, box[1] + dy, box[2], box[3]] if box is not None else None)
 
 
+def _scaled(reading: Reading, sx: float, sy: float) -> Reading:
+    """A reading of a shrunk photo, in the original photo's pixels."""
+    def box(left, top, w, h):
+        return [round(left * sx), round(top * sy), round(w * sx), round(h * sy)]
+
+    return replace(reading, boxes=[[*box(*b[:4]), b[4]] for b in reading.boxes],
+                   number_box=box(*reading.number_box) if reading.number_box is not None else None)
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_reader(model: str | None) -> NumberReader:
     return NumberReader(model)
@@ -493,4 +544,4 @@ def read_number(image, model: str | Path | None = None) -> Reading:
     return _cached_reader(None if model is None else str(model)).read(image)
 
 
-__all__ = ["NumberReader", "RawOutputs", "Reading", "decode", "read_number"]
+__all__ = ["NumberReader", "Photo", "RawOutputs", "Reading", "decode", "read_number"]
