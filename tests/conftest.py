@@ -126,11 +126,17 @@ def serving(args: list[str], log_path: Path):
 
 
 @pytest.fixture(scope="session")
-def server(digit_checkpoint, reader_model, svhn_dir, tmp_path_factory):
+def server_log(tmp_path_factory) -> Path:
+    """Where the `server` fixture's process writes its log."""
+    return tmp_path_factory.mktemp("server") / "server.log"
+
+
+@pytest.fixture(scope="session")
+def server(digit_checkpoint, reader_model, svhn_dir, server_log):
     """Base URL of `housenum serve` running in a subprocess on a free loopback port."""
     args = ["--threads", "1", "--digit-model", str(digit_checkpoint),
             "--examples", str(svhn_dir / "numbers" / "images")]
     if reader_model:
         args += ["--number-model", reader_model]
-    with serving(args, tmp_path_factory.mktemp("server") / "server.log") as url:
+    with serving(args, server_log) as url:
         yield url

@@ -186,7 +186,8 @@ ERROR_CASES = {
     "wrong part type": (415, "unsupported_media_type", dict(files={"file": ("a.txt", b"hello", "text/plain")})),
     "missing file field": (422, "missing_file", dict(files={"image": ("a.png", b"x", "image/png")})),
     "text instead of file": (422, "not_a_file", dict(data={"file": "hello"}, files={"other": ("a", b"x")})),
-    "two files": (422, "one_file_only", "two"),
+    "two files": (422, "one_file_only", 2),
+    "three files": (422, "one_file_only", 3),   # not "too many files": one is the limit here
     "top_k too large": (422, "invalid_parameter", dict(params={"top_k": 11}, files={"file": ("a.png", b"x")})),
     "top_k not a number": (422, "invalid_parameter", dict(params={"top_k": "x"}, files={"file": ("a.png", b"x")})),
     "broken multipart": (400, "bad_multipart", dict(content=b"--zz\r\nContent-Disposition: form-data\r\n\r\nx",
@@ -210,8 +211,8 @@ def test_bad_input_is_a_json_4xx(server, crops, case):
         request = dict(content=chunks, headers={"content-type": "image/png"})
     elif request == "pixels":
         request = dict(files={"file": ("huge.png", _huge_pixels_png(), "image/png")})
-    elif request == "two":
-        request = dict(files=[("file", ("a.png", good, "image/png")), ("file", ("b.png", good, "image/png"))])
+    elif isinstance(request, int):
+        request = dict(files=[("file", (f"{i}.png", good, "image/png")) for i in range(request)])
     r = httpx.post(f"{server}/v1/digits", timeout=30, **request)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
@@ -224,10 +225,56 @@ def test_batch_limits_and_unknown_routes(server, crops):
     too_many = httpx.post(f"{server}/v1/digits/batch", files=[("files", (f"{i}.png", good, "image/png"))
                                                               for i in range(33)])
     assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_many_files"
-    assert httpx.get(f"{server}/v1/nothing").json()["error"]["code"] == "not_found"
+    missing = httpx.get(f"{server}/v1/nothing").json()["error"]
+    assert missing["code"] == "not_found" and "/v1/nothing" in missing["message"]
     wrong_method = httpx.get(f"{server}/v1/digits")
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in wrong_method.json()["error"]["message"] and "POST" in wrong_method.json()["error"]["message"]
     assert wrong_method.headers["allow"] == "POST"
+
+
+def test_a_batch_answers_a_part_of_the_wrong_type_in_its_place(server, crops):
+    good = png_bytes(crops["X"][0])
+    files = [("files", ("a.png", good, "image/png")), ("files", ("notes.txt", b"hello", "text/plain")),
+             ("files", ("b.png", good, "image/png"))]
+    r = httpx.post(f"{server}/v1/digits/batch", files=files)
+    assert r.status_code == 200, r.text
+    a, notes, b = r.json()["results"]
+    assert a["digit"] == b["digit"] and notes["file"] == "notes.txt"
+    assert notes["error"]["code"] == "unsupported_media_type" and "text/plain" in notes["error"]["message"]
+
+
+def _images_counted(server: str) -> float:
+    return sum(float(line.split()[-1]) for line in httpx.get(f"{server}/metrics").text.splitlines()
+               if line.startswith("housenum_images_total"))
+
+
+def test_metrics_count_only_the_images_a_model_ran_on(server, crops):
+    good = png_bytes(crops["X"][0])
+    bad = [("files", ("empty.png", b"", "image/png")), ("files", ("cut.png", good[:20], "image/png")),
+           ("files", ("text.png", b"hello", "image/png"))]
+    before = _images_counted(server)
+    assert httpx.post(f"{server}/v1/digits/batch", files=bad).status_code == 200
+    assert _images_counted(server) == before
+    one_good = [*bad, ("files", ("ok.png", good, "image/png"))]
+    assert httpx.post(f"{server}/v1/digits/batch", files=one_good).status_code == 200
+    assert _images_counted(server) == before + 1
+
+
+def test_a_client_that_hangs_up_mid_upload_is_no_server_error(server, server_log):
+    import socket
+    import time
+
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/digits HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+                  + b"\x89PNG" * 100)
+    deadline = time.monotonic() + 10
+    while 'route="/v1/digits",status="499"' not in (text := httpx.get(f"{server}/metrics").text):
+        assert time.monotonic() < deadline, "the hang-up was never counted"
+        time.sleep(0.1)
+    assert 'route="/v1/digits",status="500"' not in text
+    assert "Traceback" not in server_log.read_text()
 
 
 def test_server_survives_a_burst_of_bad_input(server, crops):

@@ -21,14 +21,15 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from housenum.errors import ImageError, ImageTooLargeError
 from housenum.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, images_in, open_image
 from housenum.serve.batching import MicroBatcher
 from housenum.serve.metrics import Metrics, MetricsMiddleware
 from housenum.serve.models import ServedModels, load_served_models
-from housenum.serve.uploads import (MULTIPART_OVERHEAD, ApiError, BodyLimitMiddleware, Upload, megabytes,
-                                    read_uploads)
+from housenum.serve.uploads import (MULTIPART_OVERHEAD, ApiError, BodyLimitMiddleware, Upload, read_uploads,
+                                    size_text)
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -148,47 +149,52 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
     examples = _example_photos(settings.examples)
 
     def decode(upload: Upload):
+        if upload.error is not None:
+            raise upload.error
         if not upload.data:
             raise ApiError(400, "empty", f"{upload.name}: the file is empty")
         if len(upload.data) > settings.max_bytes:
-            raise ApiError(413, "too_large", f"{upload.name}: {megabytes(len(upload.data))}; the limit is "
-                                             f"{megabytes(settings.max_bytes)}")
+            raise ApiError(413, "too_large", f"{upload.name}: {size_text(len(upload.data))}; the limit is "
+                                             f"{size_text(settings.max_bytes)}")
         try:
             return open_image(upload.data, settings.max_bytes, settings.max_pixels)
         except ImageError as e:
             raise image_error(e, upload.name) from None
 
-    def read_images(uploads: list[Upload], infer) -> list:
-        """Decode each upload and run `infer(images) -> [result]` on those that decoded; a file
-        that cannot be decoded gets its ApiError in its place."""
+    def read_images(uploads: list[Upload], prepare, infer) -> list:
+        """Decode each upload and `prepare` it at once (the model's input size: a batch of big photos
+        never sits in memory decoded), then run `infer(prepared) -> [result]` on those that decoded;
+        a file that cannot be decoded gets its ApiError in its place."""
         out: list = []
-        where, images = [], []
+        where, prepared = [], []
         for i, upload in enumerate(uploads):
             try:
-                images.append(decode(upload))
+                prepared.append(prepare(decode(upload)))
                 where.append(i)
                 out.append({})
             except ApiError as e:
                 out.append(e)
-        if images:
-            for i, result in zip(where, infer(images)):
+        if prepared:
+            for i, result in zip(where, infer(prepared)):
                 out[i] = result
         return out
 
-    def digit_results(images: list, top_k: int) -> list[dict]:
-        crops = np.stack([models.digits.prepare(image) for image in images])
-        return [p.as_json() for p in models.digits.predict_arrays(crops, top_k)]
+    def digit_results(uploads: list[Upload], top_k: int) -> list:
+        def infer(crops: list) -> list[dict]:
+            return [p.as_json() for p in models.digits.predict_arrays(np.stack(crops), top_k)]
 
-    def number_results(images: list) -> list:
-        return models.reader.read_many(images)     # Readings: each request applies its own min_confidence
+        return read_images(uploads, models.digits.prepare, infer)
+
+    def number_results(uploads: list[Upload]) -> list:
+        # Readings, not JSON: each request applies its own min_confidence
+        return read_images(uploads, models.reader.prepare, models.reader.read_many)
 
     def withheld(results: list, min_confidence: float) -> list[dict | ApiError]:
         return [r if isinstance(r, ApiError) else r.sure_or_none(min_confidence).as_json() for r in results]
 
     def digit_batch(items: list[tuple[Upload, int]]) -> list[dict | ApiError]:
         """Requests batched together may ask for different top_k: run the largest, cut each."""
-        k = max(top_k for _, top_k in items)
-        results = read_images([upload for upload, _ in items], lambda images: digit_results(images, k))
+        results = digit_results([upload for upload, _ in items], max(top_k for _, top_k in items))
         return [r if isinstance(r, ApiError) else {**r, "top_k": r["top_k"][:top_k]}
                 for r, (_, top_k) in zip(results, items)]
 
@@ -196,13 +202,14 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
         return lambda n: metrics.batch_size.labels(model).observe(n)
 
     digit_batcher = MicroBatcher(digit_batch, settings.max_merge, observe_batch(models.digits_name))
-    number_batcher = MicroBatcher(lambda uploads: read_images(uploads, number_results), settings.max_merge,
-                                  observe_batch(models.reader_name))
+    number_batcher = MicroBatcher(number_results, settings.max_merge, observe_batch(models.reader_name))
 
     def timed(model: str, n_images: int, start: float) -> float:
+        """The request's milliseconds; counted as model time when `n_images` (those that decoded) ran."""
         seconds = time.perf_counter() - start
-        metrics.images.labels(model).inc(n_images)
-        metrics.inference.labels(model).observe(seconds)
+        if n_images:
+            metrics.images.labels(model).inc(n_images)
+            metrics.inference.labels(model).observe(seconds)
         return round(seconds * 1000, 2)
 
     def one_result(result: dict | ApiError, model: str, start: float) -> dict:
@@ -213,7 +220,7 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
     def batch_result(uploads: list[Upload], results: list[dict | ApiError], model: str, start: float) -> dict:
         return {"results": [{"file": u.name, **(r.body() if isinstance(r, ApiError) else r)}
                             for u, r in zip(uploads, results)],
-                "model": model, "ms": timed(model, len(uploads), start)}
+                "model": model, "ms": timed(model, sum(not isinstance(r, ApiError) for r in results), start)}
 
     def require_reader() -> None:
         if models.reader is None:
@@ -224,7 +231,7 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
               openapi_extra=image_body("file", many=False), summary="Recognise the digit in one crop")
     async def digits(request: Request, top_k: TopK = 3) -> dict:
         start = time.perf_counter()
-        (upload,) = _one(await read_uploads(request, "file", settings.max_batch), "/v1/digits/batch")
+        (upload,) = await read_uploads(request, "file", 1, batch_route="/v1/digits/batch")
         return one_result(await digit_batcher.submit((upload, top_k)), models.digits_name, start)
 
     @app.post("/v1/digits/batch", response_model=BatchOut, responses=ERROR_RESPONSES,
@@ -232,7 +239,7 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
     async def digits_batch(request: Request, top_k: TopK = 3) -> dict:
         start = time.perf_counter()
         uploads = await read_uploads(request, "files", settings.max_batch)
-        results = await run_in_threadpool(read_images, uploads, lambda images: digit_results(images, top_k))
+        results = await run_in_threadpool(digit_results, uploads, top_k)
         return batch_result(uploads, results, models.digits_name, start)
 
     @app.post("/v1/numbers", response_model=NumberOut, responses=READER_RESPONSES,
@@ -240,7 +247,7 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
     async def numbers(request: Request, min_confidence: MinConfidence = 0.0) -> dict:
         start = time.perf_counter()
         require_reader()
-        (upload,) = _one(await read_uploads(request, "file", settings.max_batch), "/v1/numbers/batch")
+        (upload,) = await read_uploads(request, "file", 1, batch_route="/v1/numbers/batch")
         (result,) = withheld([await number_batcher.submit(upload)], min_confidence)
         return one_result(result, models.reader_name, start)
 
@@ -250,7 +257,7 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
         start = time.perf_counter()
         require_reader()
         uploads = await read_uploads(request, "files", settings.max_batch)
-        results = await run_in_threadpool(read_images, uploads, number_results)
+        results = await run_in_threadpool(number_results, uploads)
         return batch_result(uploads, withheld(results, min_confidence), models.reader_name, start)
 
     @app.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness and which models are loaded")
@@ -292,12 +299,6 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
     return app
 
 
-def _one(uploads: list[Upload], batch_route: str) -> list[Upload]:
-    if len(uploads) > 1:
-        raise ApiError(422, "one_file_only", f"this endpoint takes one image; send several to {batch_route}")
-    return uploads
-
-
 def image_error(e: ImageError, name: str = "upload") -> ApiError:
     """Over a byte or pixel limit is 413; any other unreadable image is 400."""
     status, code = (413, "too_large") if isinstance(e, ImageTooLargeError) else (400, "not_an_image")
@@ -334,8 +335,20 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
         code = STATUS_CODES.get(e.status_code, "error")
-        # Starlette's 405 names the allowed methods in an Allow header: keep it
-        return _error_response(request, ApiError(e.status_code, code, str(e.detail)), getattr(e, "headers", None))
+        headers = getattr(e, "headers", None) or {}   # Starlette's 405 names the allowed methods in Allow: keep it
+        message = str(e.detail)
+        if e.status_code == 404 and message == "Not Found":
+            message = f"no such path: {request.url.path} (the API is listed at /docs)"
+        elif e.status_code == 405 and "allow" in {k.lower() for k in headers}:
+            allowed = next(v for k, v in headers.items() if k.lower() == "allow")
+            message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+        return _error_response(request, ApiError(e.status_code, code, message), headers or None)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, e: ClientDisconnect) -> JSONResponse:
+        # the client hung up mid-upload: nobody reads this answer, and it is no server error (nginx's 499)
+        log.info("client went away during %s %s", request.method, request.url.path)
+        return _error_response(request, ApiError(499, "client_disconnected", "the client closed the connection"))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:

@@ -33,6 +33,7 @@ class ApiError(Exception):
 class Upload:
     name: str
     data: bytes
+    error: ApiError | None = None   # refused before decoding (its part's type): a batch answers it in its place
 
 
 class BodyLimitMiddleware:
@@ -51,8 +52,8 @@ class BodyLimitMiddleware:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            error = (ApiError(413, "too_large", f"request body is {megabytes(int(declared))}; the limit is "
-                                                f"{megabytes(limit)}")
+            error = (ApiError(413, "too_large", f"request body is {size_text(int(declared))}; the limit is "
+                                                f"{size_text(limit)}")
                      if declared.isdigit() else ApiError(400, "bad_request", "invalid Content-Length header"))
             await send_error(scope, send, error)
             return
@@ -75,6 +76,11 @@ def megabytes(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB"
 
 
+def size_text(n: int) -> str:
+    """'13.9 MB (14,575,000 bytes)': exact too, so a size just over a limit never reads as equal to it."""
+    return f"{megabytes(n)} ({n:,} bytes)"
+
+
 async def send_error(scope: Scope, send: Send, error: ApiError) -> None:
     """Answer an ASGI request with the JSON error body, without going through the app."""
     scope.setdefault("state", {})["error_code"] = error.code
@@ -95,9 +101,13 @@ def _check_image_type(media: str, what: str) -> None:
                        f"{what} has content type '{media}'; send an image (image/png, image/jpeg, ...)")
 
 
-async def read_uploads(request: Request, field: str, max_files: int) -> list[Upload]:
+async def read_uploads(request: Request, field: str, max_files: int, batch_route: str | None = None) -> list[Upload]:
     """The images in a request: the `field` parts of a multipart form, or the whole body when the
-    request's own content type is an image. At most `max_files`, at least one."""
+    request's own content type is an image. At most `max_files`, at least one; `batch_route` names
+    where several go instead, for an endpoint that takes one (`max_files` 1).
+
+    A part that is not an image by its type comes back with its `error` set rather than failing the
+    request: in a batch, the other files are still read."""
     media = _media_type(request.headers.get("content-type"))
     if media.startswith("image/") or media in RAW_IMAGE_TYPES:
         return [Upload("request body", await request.body())]
@@ -108,6 +118,9 @@ async def read_uploads(request: Request, field: str, max_files: int) -> list[Upl
     try:
         form = await request.form(max_files=max_files, max_fields=max_files + 16)
     except HTTPException as e:
+        if "Too many files" in str(e.detail) and batch_route:
+            raise ApiError(422, "one_file_only", f"this endpoint takes one image; send several to {batch_route}") \
+                from None
         if "Too many files" in str(e.detail):
             raise ApiError(413, "too_many_files", f"at most {max_files} files per request") from None
         raise ApiError(400, "bad_multipart", f"the multipart body cannot be parsed ({e.detail})") from None
@@ -122,7 +135,10 @@ async def read_uploads(request: Request, field: str, max_files: int) -> list[Upl
     for part in parts:
         if not isinstance(part, UploadFile):
             raise ApiError(422, "not_a_file", f"form field '{field}' must be a file upload, not text")
-        _check_image_type(_media_type(part.content_type), f"file '{part.filename}'")
-        uploads.append(Upload(part.filename or field, await part.read()))
+        try:
+            _check_image_type(_media_type(part.content_type), f"file '{part.filename}'")
+            uploads.append(Upload(part.filename or field, await part.read()))
+        except ApiError as e:
+            uploads.append(Upload(part.filename or field, b"", e))
     await form.close()
     return uploads
