@@ -81,6 +81,8 @@ def test_macro_f1_counts_only_the_digits_that_occur():
     result = score(probs, labels)
     assert result.accuracy == 0.75
     assert result.macro_f1 == pytest.approx((0.8 + 2 / 3) / 2)   # F1 of 3 and of 5, not of ten digits
+    macro_row = next(line for line in result.report.splitlines() if "macro avg" in line)
+    assert float(macro_row.split()[4]) == pytest.approx(result.macro_f1, abs=1e-4)   # the report agrees
 
 
 def test_predict_json_one_line_per_image(compared, crops, tmp_path):
@@ -165,6 +167,10 @@ def bad_cases(tmp_path, crops, run):
     np.savez(tiny, X=crops["X"][:20], y=crops["y"][:20])
     a_file = tmp_path / "a_file.txt"
     a_file.write_text("in the way")
+    a_file.with_suffix(".npz").write_text("in the way")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "labels.json").write_text("{}")
     digit = tmp_path / "digit.png"
     Image.fromarray(crops["X"][0]).save(digit)
     train = ["train", "--model", "ann1", "--data", tiny, "--out", tmp_path / "never"]
@@ -174,6 +180,12 @@ def bad_cases(tmp_path, crops, run):
         ([*train, "--batch-size", "-5"], "batch-size must be 1 or more"),
         ([*train, "--lr", "-1"], "lr must be a number above 0"),
         ([*train, "--val-fraction", "0"], "val-fraction must be between 0 and 1"),
+        ([*train, "--val-fraction", "0.001"], "--val-fraction 0.001 leaves no validation digits of its 16"),
+        (["compare", "--models", "ann1", "--data", tiny, "--epochs", "0", "--out", tmp_path / "c"],
+         "epochs must be 1 or more"),
+        (["compare", "--models", "ann1,ann1", "--data", tiny, "--out", tmp_path / "c"], "a model named twice"),
+        (["data", "info", a_file.with_suffix(".npz")], "not an .npz file"),
+        (["evaluate", digit], "not a readable housenum checkpoint"),
         ([*train, "--fold", "7"], "fold must be 0..4"),
         ([*train, "--device", "bogus"], "unknown device 'bogus'"),
         (["train", "--resume", run, "--epochs", "9", "--lr", "0.1", "--model", "cnn2"],
@@ -189,6 +201,7 @@ def bad_cases(tmp_path, crops, run):
          "synthetic must be 0 or more"),
         (["train-reader", "--data", "synthetic:20", "--fold", "9", "--out", tmp_path / "r"], "fold must be 0..4"),
         (["data", "info", tmp_path / "missing.npz"], "no such file"),
+        (["data", "info", photos, "--channels", "7"], "--channels applies to digit crops"),
         (["data", "info", wrong_keys], "missing array(s) X, y"),
         (["data", "info", bad_labels], "labels must be whole numbers 0..9"),
         (["data", "info", bad_mat], "not a readable MATLAB"),

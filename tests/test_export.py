@@ -59,6 +59,17 @@ def test_export_cli_prints_parity_and_batch_is_dynamic(tmp_path, svhn_dir, crops
     assert bad.exit_code == 2
 
 
+def test_exporting_a_shipped_model_by_name_writes_here_not_into_the_package(tmp_path, svhn_dir, monkeypatch):
+    from housenum.checkpoint import SHIPPED_DIGIT_MODELS
+
+    shipped = onnx_path_for(SHIPPED_DIGIT_MODELS["fast"])
+    before = shipped.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    report = export_onnx("fast", parity_data=str(svhn_dir / "crops.npz"), n_parity=16)
+    assert report.path == shipped.relative_to(shipped.parent) and (tmp_path / shipped.name).is_file()
+    assert shipped.read_bytes() == before
+
+
 def test_server_runtime_follows_the_export(tmp_path, crops):
     ckpt = make_checkpoint(tmp_path / "digits.pt", "cnn1")
     assert runtime_of(load_digit_recognizer(ckpt)) == "pytorch"

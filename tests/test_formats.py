@@ -150,6 +150,17 @@ def test_bad_npz_contents(tmp_path, arrays, message):
         load_digits(str(path))
 
 
+def test_npz_pixels_as_floats_0_1_read_as_0_255_and_non_numbers_are_refused(tmp_path, crops):
+    x, y = crops["X"][:40], crops["y"][:40]
+    np.savez(tmp_path / "bytes.npz", X=x, y=y)
+    np.savez(tmp_path / "unit.npz", X=x / 255.0, y=y)
+    assert np.allclose(load_digits(str(tmp_path / "unit.npz")).train.images,
+                       load_digits(str(tmp_path / "bytes.npz")).train.images, atol=1e-3)
+    np.savez(tmp_path / "bools.npz", X=x > 128, y=y)
+    with pytest.raises(DataFormatError, match="X must hold pixel numbers"):
+        load_digits(str(tmp_path / "bools.npz"))
+
+
 def test_corrupt_npz_and_unknown_spec(tmp_path):
     path = tmp_path / "bad.npz"
     path.write_bytes(b"PK\x03\x04garbage")

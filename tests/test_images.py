@@ -111,6 +111,45 @@ def test_a_strip_too_long_for_a_photo_is_refused_from_its_header():
 
     with pytest.raises(ImageTooLargeError, match=r"too long \(1x39000000 pixels; no side may pass 30000\)"):
         open_image(_png_header(1, 39_000_000))
+    with pytest.raises(ImageTooLargeError, match=r"header declares 3600000000 pixels; limit 40000000"):
+        open_image(_png_header(60_000, 60_000))    # past Pillow's own limit, which it refuses first
     wide = io.BytesIO()
     Image.new("RGB", (16_000, 2)).save(wide, "PNG")
     assert open_image(wide.getvalue()).size == (16_000, 2)
+
+
+def test_batch_calls_refuse_a_lone_image_and_name_a_bad_item(crops):
+    from housenum.predict import DigitRecognizer
+
+    recognizer = DigitRecognizer("fast")
+    one = crops["X"][0]
+    for lone in (one, b"\x89PNG", bytearray(b"x"), io.BytesIO(b"x"), Image.fromarray(one), "a.png"):
+        with pytest.raises(ImageError, match=r"wrap a single one in a list: predict\(\[image\]\)"):
+            recognizer.predict(lone)
+    three = list(crops["X"][:3])
+    assert recognizer.predict(x for x in three) == recognizer.predict(three)
+    with pytest.raises(ImageError, match=r"^item 1 of 3: upload: not an image"):
+        recognizer.predict([three[0], b"junk", three[1]])
+    with pytest.raises(ValueError, match="top_k must be an integer"):
+        recognizer.predict(three, top_k=True)
+    mirrored = crops["X"][:4, :, ::-1]                  # a view with a negative stride
+    assert recognizer.predict_arrays(mirrored) == recognizer.predict_arrays(mirrored.copy())
+
+
+def test_sixteen_bit_pixels_read_as_their_eight_bit_copy():
+    grey8 = np.random.default_rng(0).integers(0, 256, (20, 30)).astype(np.uint8)
+    grey16 = grey8.astype(np.uint16) * 257
+    image16 = Image.fromarray(grey16)
+    assert image16.mode.startswith("I;16")
+    for source in (image16, grey16):
+        assert np.array_equal(np.asarray(open_image(source))[..., 0], grey8)
+    uniform = Image.fromarray(np.full((8, 8), 40_000, np.uint16))   # was stretched to black
+    assert np.asarray(open_image(uniform)).max() == round(40_000 / 257)
+
+
+def test_a_file_opened_in_text_mode_is_named(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (4, 4)).save(path)
+    for errors in ("strict", "ignore"):      # PNG bytes fail to decode, or decode to a string
+        with open(path, errors=errors) as text, pytest.raises(ImageError, match="opened in text mode"):
+            open_image(text)

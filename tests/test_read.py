@@ -220,6 +220,21 @@ def test_a_huge_photo_is_read_shrunk_with_its_boxes_in_its_own_pixels(reader, im
     assert tall.image.size == (1, MAX_SIDE) and reader.read(tall).number is None
 
 
+def test_read_many_takes_a_batch_and_names_a_bad_item(reader, images):
+    photo = images / "test_2.png"
+    pixels = np.asarray(Image.open(photo).convert("RGB"))
+    for lone in (str(photo), photo, Image.open(photo), photo.read_bytes(), pixels):
+        with pytest.raises(ImageError, match=r"read_many\(\[image\]\)"):
+            reader.read_many(lone)
+    with pytest.raises(ImageError, match=r"^item 1 of 3: upload: not an image"):
+        reader.read_many([photo, b"junk", photo])
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a whole number 1 or more"):
+            reader.read_many([photo], batch_size=bad)
+    grey = Image.open(photo).convert("L")          # read_photos takes any mode, as read does
+    assert reader.read_photos([grey])[1][0] == reader.read(grey)
+
+
 @pytest.fixture
 def bad_images(tmp_path) -> tuple[Path, Path, Path]:
     """A 0-byte file, a text file, and a PNG header claiming 20000x20000 pixels."""
@@ -284,7 +299,7 @@ def test_cli_read_draws_each_reading_on_its_photo(images, bad_images, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from housenum.plots import DIGIT_BOX_COLOUR
+    from housenum.plots import FOUND_COLOUR
 
     twin = tmp_path / "other" / "test_2.png"
     twin.parent.mkdir()
@@ -304,7 +319,7 @@ def test_cli_read_draws_each_reading_on_its_photo(images, bad_images, tmp_path):
     left, top, w, h, _ = reading["boxes"][0]
     x, y = round((left + w / 2) * scale), band + round((top + h) * scale)   # the middle of the box's bottom edge
     patch = drawn[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3)
-    assert (patch == DIGIT_BOX_COLOUR).all(1).any()
+    assert (patch == FOUND_COLOUR).all(1).any()
 
 
 def test_cli_reads_the_photos_in_a_folder(images, tmp_path):
@@ -378,10 +393,12 @@ def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path, monkeypatch):
     from housenum import evaluate_numbers as ev, plots
 
     pages = []
-    image_grid = plots.image_grid
+    photo_grid = plots.photo_grid
+    for stale in ("failures-40.png", "failures-notes.png"):     # an earlier run's last page; not a page
+        (tmp_path / stale).write_bytes(b"x")
     monkeypatch.setattr(ev, "GALLERY_PAGE", 1)
-    monkeypatch.setattr(plots, "image_grid", lambda images, titles, **kw: pages.append(titles) or image_grid(
-        images, titles, **kw))
+    monkeypatch.setattr(plots, "photo_grid", lambda shown, outlines, titles, **kw: pages.append(titles) or photo_grid(
+        shown, outlines, titles, **kw))
     result = ev.evaluate_numbers(str(svhn_dir / "numbers"), files="test_1?.png", out=tmp_path)
     assert result.n == 10  # test_10..19.png
     assert 0.2 <= result.accuracy <= 1.0
@@ -391,10 +408,21 @@ def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path, monkeypatch):
     assert len(result.failures) >= 1 and len(result.gallery) == len(result.failures) == len(pages)
     names = ["failures.png"] + [f"failures-{k}.png" for k in range(2, len(pages) + 1)]
     assert [Path(p).name for p in result.gallery] == names and all((tmp_path / n).is_file() for n in names)
+    assert not (tmp_path / "failures-40.png").exists() and (tmp_path / "failures-notes.png").exists()
     shown = [float(titles[0].rsplit("(", 1)[1].rstrip(")")) for titles in pages]
     assert shown == sorted(shown, reverse=True)
     assert f"({len(pages)} of {len(pages)}, the surest first)" in result.report()
     json.dumps(result.as_json())
+
+
+def test_cli_evaluate_numbers_says_when_the_digit_model_saw_these_photos(images):
+    base = [sys.executable, "-m", "housenum.cli", "evaluate-numbers", str(images.parent), "--files", "test_1.png",
+            "--json"]
+    shipped, alone = (subprocess.run(base + extra, capture_output=True, text=True, timeout=120)
+                      for extra in ([], ["--reader-only"]))
+    assert shipped.returncode == alone.returncode == 0
+    assert "not held-out" in shipped.stderr and "not held-out" not in alone.stderr
+    assert json.loads(shipped.stdout)["n"] == 1
 
 
 def test_evaluate_numbers_shows_progress_on_a_terminal_only(svhn_dir, monkeypatch, reader):
@@ -489,6 +517,26 @@ def test_cli_train_reader_resume_refuses_settings_it_would_ignore(tmp_path):
     assert "--lr would be ignored; only --device and --threads may change" in result.stderr
     result = _cli("train-reader", "--resume", str(tmp_path), "--threads", "1")
     assert result.returncode == 2 and f"{tmp_path}: no last.pt to resume" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--real-fraction", "2"], "real-fraction is a share of each batch: 0 to 1, got 2.0"),
+    (["--loc-zoom", "0", "1"], "loc-zoom takes two zooms, the smaller first, both above 0"),
+    (["--loc-zoom", "2", "1"], "loc-zoom takes two zooms, the smaller first"),
+    (["--loc-shift", "-1"], "loc-shift is a share of the photo"),
+    (["--new-localizer"], "--new-localizer works on the networks of --init"),
+    (["--hard-negatives", "5"], "--hard-negatives works on the networks of --init: give --init RUN"),
+])
+def test_cli_train_reader_refuses_bad_settings_and_keeps_the_old_run(tmp_path, args, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"an earlier run")
+    done = subprocess.run([sys.executable, "-m", "housenum.cli", "train-reader", "--data", "synthetic:20",
+                           "--synthetic", "8", "--synthetic-empty", "2", "--epochs", "1", "--out", str(run), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert message in done.stderr.strip().splitlines()[-1] and "replacing" not in done.stderr
+    assert (run / "best.pt").read_bytes() == b"an earlier run"
 
 
 def test_train_reader_stops_at_its_time_budget(svhn_dir, tmp_path):
@@ -698,6 +746,6 @@ def test_reader_only_training_keeps_the_localiser_and_learns_hard_negatives(tmp_
     assert all(torch.equal(before["localizer_state"][k], v) for k, v in after["localizer_state"].items())
     assert not all(torch.equal(before["reader_state"][k], v) for k, v in after["reader_state"].items())
     assert any(line.startswith("hard negatives:") and "4 synthetic walls" in line for line in lines)
-    with pytest.raises(ModelError, match="need the localiser of --init"):
+    with pytest.raises(ModelError, match="--hard-negatives works on the networks of --init"):
         train_reader(ReaderTrainConfig(**{**base.__dict__, "hard_negatives": 4}), tmp_path / "x",
                      photos=tiny_run.photos)

@@ -332,6 +332,20 @@ def test_serve_int8_without_an_export_is_one_line(tmp_path, flag, env):
     assert done.stderr.startswith("error: no int8 export beside") and "Traceback" not in done.stderr
 
 
+def test_serve_on_a_port_in_use_is_one_line_and_never_says_serving():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "housenum.cli", "serve", "--port", str(port)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "serving on" not in done.stderr
+    assert done.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: in use by another program; " \
+                                  "pick another with --port"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--number-model", "nowhere"], "no such run folder or checkpoint"),
     (["--digit-model", str(DEFAULT_READER)], "a whole-number reader, not a digit model"),

@@ -85,6 +85,19 @@ def test_same_seed_same_weights(small_npz, tmp_path):
                            states[0]["0.weight"])
 
 
+def test_a_run_records_the_data_it_was_given_and_checks_its_settings_first(small_npz, tmp_path):
+    data = load_digits(small_npz)
+    train(TrainConfig(model="ann1", epochs=1), tmp_path / "run", data=data, progress=False)   # names no data
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(small_npz)
+    assert evaluate_run(tmp_path / "run", out_dir=tmp_path / "eval").n == len(data.test)
+    with pytest.raises(TypeError, match="data= takes the loaded data"):
+        train(TrainConfig(model="ann1", epochs=1), tmp_path / "x", data=str(small_npz))
+    for bad in ({"epochs": 1.5}, {"batch_size": "8"}, {"threads": 1.0}):
+        with pytest.raises(ModelError, match="must be a whole number"):
+            train(TrainConfig(model="ann1", **bad), tmp_path / "y", data=data)
+    assert not (tmp_path / "y").exists()
+
+
 def test_resume_continues_to_more_epochs(small_npz, tmp_path):
     data = load_digits(str(small_npz))
     train(TrainConfig(model="ann1", epochs=1), tmp_path, data=data, progress=False)

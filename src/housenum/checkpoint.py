@@ -43,7 +43,7 @@ def read_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise ModelError(f"{path}: not a readable housenum checkpoint ({e})") from None
+        raise ModelError(f"{path}: not a readable housenum checkpoint ({' '.join(str(e).split())})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ModelError(f"{path}: not a housenum checkpoint")
     return state

@@ -133,11 +133,12 @@ def data_info(
 
     from housenum import plots
     from housenum.data import load_digits
-
     from housenum.data.numbers import is_photo_spec
 
     _file_out(out)
     if is_photo_spec(spec):
+        if channels is not None:
+            raise HousenumError("--channels applies to digit crops; whole photos are described as stored")
         _photo_info(spec, out, as_json)
         return
     data = load_digits(spec, channels)
@@ -153,7 +154,7 @@ def data_info(
     if out is not None:
         n = min(50, len(data.train))
         plots.save(plots.image_grid(data.train.images[:n], [str(y) for y in data.train.labels[:n]],
-                                    title=data.name), out)
+                                    title=f"{data.name}: the first {n} training images, with their labels"), out)
         info["sample_grid"] = str(out)
     if as_json:
         typer.echo(json.dumps(info))
@@ -177,8 +178,11 @@ def _photo_info(spec: str, out: Path | None, as_json: bool) -> None:
     info = describe_numbers(photos)
     if out is not None:
         picked = np.unique(np.linspace(0, len(photos) - 1, min(36, len(photos))).round().astype(int))
-        plots.save(plots.photo_grid([photos.image(i) for i in picked], [photos.boxes[i] for i in picked],
-                                    [f"{photos.names[i]}: {photos.labels[i]}" for i in picked], title=photos.name), out)
+        outlines = [[(*box[:4], plots.TRUTH_COLOUR) for box in photos.boxes[i]] for i in picked]
+        plots.save(plots.photo_grid([photos.image(i) for i in picked], outlines,
+                                    [f"{photos.names[i]}: {photos.labels[i]}" for i in picked],
+                                    title=f"{photos.name}: {len(picked)} of {len(photos)} photos, labelled digit "
+                                          "boxes in green"), out)
         info["sample_grid"] = str(out)
     if as_json:
         typer.echo(json.dumps(info))
@@ -297,7 +301,7 @@ def evaluate_cmd(
     run: Annotated[Path | None, typer.Argument(help=MODEL_HELP)] = None,
     data: Annotated[str | None, typer.Option("--data", help="Dataset spec; default: the run's.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for report, confusion and mistakes PNGs.")] = None,
-    tta: Annotated[bool, _flag(help="Test-time augmentation: average each digit's probabilities with four "
+    tta: Annotated[bool, _flag("--tta", help="Test-time augmentation: average each digit's probabilities with four "
                                     "2-pixel shifts of it (5x the work; +0.2 points for the shipped recipe).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -403,7 +407,7 @@ def serve_cmd(
     Each option can also be set as HOUSENUM_SERVE_<OPTION>, e.g. HOUSENUM_SERVE_INT8=1 or HOUSENUM_SERVE_MAX_MB=5.
     """
     from housenum.checkpoint import checkpoint_path, read_digit_checkpoint
-    from housenum.serve.app import Settings, serve
+    from housenum.serve.app import Settings, check_can_listen, serve
 
     # a missing or wrong model is one clear line here, not a traceback in each worker
     read_digit_checkpoint(checkpoint_path(digit_model))
@@ -422,6 +426,7 @@ def serve_cmd(
                         max_bytes=int(max_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000),
                         max_batch=max_batch, max_merge=max_merge, threads=threads,
                         examples=str(examples) if examples else None, int8=int8)
+    check_can_listen(host, port)
     typer.echo(f"housenum: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
     serve(settings, host, port, workers)
 
@@ -430,8 +435,8 @@ def serve_cmd(
 def export_cmd(
     run: Annotated[Path | None, typer.Argument(help=MODEL_HELP)] = None,
     fmt: Annotated[str, typer.Option("--format", help="Export format; only 'onnx'.")] = "onnx",
-    out: Annotated[Path | None, typer.Option(help="Output file; default: beside the checkpoint (best.onnx).")
-                   ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output file; default: beside the checkpoint (best.onnx), "
+                                                  "or for a shipped model by name, the current folder.")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Digits for the parity check; default: the run's.")
                     ] = None,
     n: Annotated[int, typer.Option(min=1, help="How many test digits the parity check runs.")] = 512,
@@ -535,8 +540,13 @@ def evaluate_numbers_cmd(
     """Whole-number and per-digit accuracy, accuracy by length, coverage at 95%/98% precision."""
     from housenum.evaluate_numbers import evaluate_numbers
 
-    result = evaluate_numbers(data, model, _folder_out(out), files, digits=_digits_arg(digit_model, reader_only),
-                              search=not no_search, progress=True)
+    digits = _digits_arg(digit_model, reader_only)
+    if digits is True and not data.startswith("synthetic"):
+        typer.echo("note: the shipped digit model, the reader's second opinion, trained on digits cut from SVHN "
+                   "photos, the official test photos' included: on SVHN photos this figure is not held-out "
+                   "(--digit-model RUN with one trained without them: READER_CARD.md)", err=True)
+    result = evaluate_numbers(data, model, _folder_out(out), files, digits=digits, search=not no_search,
+                              progress=True)
     if as_json:
         typer.echo(json.dumps(result.as_json()))
         return
@@ -610,6 +620,8 @@ def train_reader_cmd(
                             localizer_only=localizer_only, new_localizer=new_localizer, reader_only=reader_only,
                             hard_negatives=hard_negatives, seed=seed, threads=threads,
                             device=device, precision=precision)
+    if resume is None:
+        cfg.check()     # before saying an old run is replaced
     if resume is None and any((out / name).exists() for name in ("last.pt", "best.pt")):
         typer.echo(f"replacing the run in {out} (--resume {out} would continue it)", err=True)
     try:

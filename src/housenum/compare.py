@@ -15,17 +15,19 @@ import numpy as np
 
 from housenum import plots
 from housenum.checkpoint import load_model
-from housenum.data import DEFAULT_SPEC, DigitData, load_digits
+from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
+from housenum.errors import ModelError
 from housenum.evaluate import (
     Evaluation,
     inference_ms_per_image,
+    mistakes_figure,
     predict_probs,
     score,
     write_evaluation,
 )
 from housenum.io import atomic_open, write_text
 from housenum.models import count_parameters, model_spec
-from housenum.train import TrainConfig, train
+from housenum.train import TrainConfig, kept_epoch, train
 
 NOTEBOOK_MODELS = ["ann1", "ann2", "cnn1", "cnn2"]
 DEFAULT_MODELS = [*NOTEBOOK_MODELS, "resnet"]
@@ -41,6 +43,8 @@ class Entry:
     row: dict
     history: list[dict]
     evaluation: Evaluation
+    test: DigitSet     # the digits it was scored on, for its mistakes
+    kept_epoch: int    # the epoch of best.pt, marked on its curves
 
 
 def compare(models: list[str] | None = None, data: str = DEFAULT_SPEC, out_dir: str | Path = "compare",
@@ -50,6 +54,10 @@ def compare(models: list[str] | None = None, data: str = DEFAULT_SPEC, out_dir: 
     models = models or DEFAULT_MODELS
     for name in models:
         model_spec(name)
+    if len(set(models)) < len(models):
+        raise ModelError(f"a model named twice would train twice into one folder: {', '.join(models)}")
+    if epochs is not None and epochs < 1:
+        raise ModelError(f"epochs must be 1 or more, got {epochs}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded_data: dict[int | None, DigitData] = {}
@@ -80,7 +88,7 @@ def compare(models: list[str] | None = None, data: str = DEFAULT_SPEC, out_dir: 
             "test_acc": round(evaluation.accuracy, 4),
             "macro_f1": round(evaluation.macro_f1, 4),
             "inference_ms_per_image": round(inference_ms_per_image(loaded, test), 4),
-        }, result.history, evaluation))
+        }, result.history, evaluation, test, kept_epoch(result.history, result.config.checkpoint)))
     entries.sort(key=lambda e: -e.row["val_acc"])
     with atomic_open(out_dir / "leaderboard.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
@@ -106,18 +114,20 @@ def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool)
         + "".join(f"<td>{html.escape(str(e.row[c]))}</td>" for c in COLUMNS) + "</tr>"
         for e in entries
     )
-    counts = {"train": np.bincount(data.train.labels, minlength=10),
+    counts = {"train + validation": np.bincount(data.train.labels, minlength=10),
               "test": np.bincount(data.test.labels, minlength=10)}
+    comparison = _img(plots.model_comparison([e.row for e in entries]), "validation and test accuracy by model")
     sections = []
     for e in entries:
         name = e.row["model"]
-        curves = _img(plots.curves(e.history, name), f"{name}: accuracy and loss per epoch")
+        curves = _img(plots.curves(e.history, name, e.kept_epoch), f"{name}: accuracy and loss per epoch")
         confusion = _img(plots.confusion(e.evaluation.confusion, f"{name}: confusion matrix (test)"),
                          f"{name}: confusion matrix on the test split")
+        mistakes = _img(mistakes_figure(e.evaluation, e.test), f"{name}: its most confident mistakes on the test split")
         sections.append(
             f"<section><h3>{html.escape(name)}{' — selected' if name == best else ''}</h3>"
             f"<p>{html.escape(model_spec(name).description)}</p>{curves}{confusion}"
-            f"<pre>{html.escape(e.evaluation.report)}</pre></section>"
+            f"<pre>{html.escape(e.evaluation.report)}</pre>{mistakes}</section>"
         )
     note = " (--quick: epochs capped, figures are not final)" if quick else ""
     grid = _img(plots.image_grid(sample, [str(v) for v in data.train.labels[:20]], title="First training images"),
@@ -135,6 +145,7 @@ pre {{ background: #f6f6f6; padding: .6em; overflow-x: auto; }} .scroll {{ overf
 <p>Data: <code>{html.escape(spec)}</code> — {len(data.train)} train+validation, {len(data.test)} test images{note}.
 Selected model (highest validation accuracy): <strong>{html.escape(best)}</strong>.</p>
 <h2>Leaderboard</h2><div class="scroll"><table><tr>{head}</tr>{rows}</table></div>
+{comparison}
 <h2>Data</h2>{grid}
 {balance}
 <h2>Models</h2>{''.join(sections)}

@@ -63,14 +63,15 @@ def accuracy_at_coverage(probs: np.ndarray, labels: np.ndarray, coverage: float)
 
 def score(probs: np.ndarray, labels: np.ndarray) -> Evaluation:
     pred = probs.argmax(1)
-    report = classification_report(labels, pred, labels=range(10), target_names=DIGITS, digits=4,
+    # macro averages over the digits that occur (in truth or prediction): an absent one would count as 0
+    occur = np.union1d(labels, pred)
+    report = classification_report(labels, pred, labels=occur, target_names=[DIGITS[d] for d in occur], digits=4,
                                    zero_division=0)
     per = classification_report(labels, pred, labels=range(10), target_names=DIGITS,
                                 output_dict=True, zero_division=0)
     return Evaluation(
         accuracy=float(accuracy_score(labels, pred)),
-        # over the digits that occur (in truth or prediction): a digit absent from both would count as 0
-        macro_f1=float(f1_score(labels, pred, labels=np.union1d(labels, pred), average="macro", zero_division=0)),
+        macro_f1=float(f1_score(labels, pred, labels=occur, average="macro", zero_division=0)),
         n=len(labels),
         per_class={d: {"precision": per[d]["precision"], "recall": per[d]["recall"],
                        "f1": per[d]["f1-score"], "support": int(per[d]["support"])} for d in DIGITS},
@@ -140,4 +141,5 @@ def mistakes_figure(result: Evaluation, test: DigitSet, count: int = 30):
     worst = wrong[np.argsort(-conf[wrong])][:count]
     titles = [f"true {result.labels[i]} → {pred[i]}\n{conf[i]:.0%}" for i in worst]
     return plots.image_grid(test.images[worst], titles, cols=10,
-                            title=f"Worst mistakes ({len(wrong)} wrong of {result.n})")
+                            title=f"Most confident mistakes ({len(wrong)} wrong of {result.n}): "
+                                  "true → predicted, the model's confidence")

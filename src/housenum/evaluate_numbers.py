@@ -3,6 +3,7 @@ precision (accepting only confident readings, as Goodfellow et al. report), and 
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 
 from housenum import plots
 from housenum.data.numbers import NumberSet, load_numbers, number_box
@@ -157,7 +157,7 @@ def _from(threshold: float | None) -> str:
     return "" if threshold is None else f" (confidence >= {threshold:.3f})"
 
 
-def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | None = None,
+def evaluate_numbers(spec: str | Path, model: str | Path | None = None, out: Path | None = None,
                      files: str | None = None, backend: str = "auto", digits=True,
                      search: bool = True, progress: bool = False) -> NumberEvaluation:
     """Evaluate a reader on the photos of `spec` (bare `svhn-full` is its test split); `files`
@@ -179,7 +179,13 @@ def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | Non
                  for n in np.unique(lengths)}
     failures = [{"file": photos.names[i], "truth": scored.truth[i], "read": read[i],
                  "confidence": round(scored.readings[i].confidence, 4)} for i in np.flatnonzero(~correct)]
-    gallery = [str(p) for p in failures_gallery(photos, scored, Path(out))] if out is not None and failures else []
+    gallery = []
+    if out is not None:
+        pages = failures_gallery(photos, scored, Path(out)) if failures else []
+        for stale in set(Path(out).glob("failures*.png")) - set(pages):   # an earlier run's, with more pages
+            if re.fullmatch(r"failures(-\d+)?\.png", stale.name):
+                stale.unlink()
+        gallery = [str(p) for p in pages]
     return NumberEvaluation(
         data=photos.name, model=str(reader.path), backend=reader.backend, n=len(photos),
         accuracy=whole_number_accuracy(scored.truth, read), digit_accuracy=digit_accuracy(scored.truth, read),
@@ -192,23 +198,26 @@ def evaluate_numbers(spec: str, model: str | Path | None = None, out: Path | Non
 
 def failures_gallery(photos: NumberSet, scored: Scored, out: Path) -> list[Path]:
     """Wrong readings, the most confident first, GALLERY_PAGE to a page (failures.png, failures-2.png,
-    ... at most GALLERY_PAGES): the photo with the true (green) and found (red) number boxes."""
+    ... at most GALLERY_PAGES): each photo as it is shaped, its true number box in green and the
+    one the reader found in red, drawn at the figure's resolution (on a large photo a box drawn in
+    its pixels and then shrunk would fade away)."""
     wrong = np.flatnonzero(~scored.correct)
     wrong = wrong[np.argsort([-scored.readings[i].confidence for i in wrong], kind="stable")]
     paths = []
     for page, start in enumerate(range(0, min(len(wrong), GALLERY_PAGE * GALLERY_PAGES), GALLERY_PAGE)):
-        thumbs, titles = [], []
+        shown, outlines, titles = [], [], []
         for i in wrong[start:start + GALLERY_PAGE]:
-            img = open_image(photos.image(i))
-            draw = ImageDraw.Draw(img)
-            draw.rectangle(number_box(photos.boxes[i]), outline=(0, 255, 0))
-            left, top, w, h = scored.readings[i].number_box or (0, 0, 0, 0)
-            draw.rectangle((left, top, left + w, top + h), outline=(255, 0, 0))
-            thumbs.append(np.asarray(img.resize((128, 64), Image.BILINEAR)))
             r = scored.readings[i]
-            titles.append(f"{scored.truth[i]} -> {r.number or '-'} ({r.confidence:.2f})")
+            left, top, right, bottom = number_box(photos.boxes[i])
+            boxes = [(left, top, right - left, bottom - top, plots.TRUTH_COLOUR)]
+            if r.number_box is not None:
+                boxes.append((*r.number_box, plots.FOUND_COLOUR))
+            shown.append(np.asarray(open_image(photos.image(i))))
+            outlines.append(boxes)
+            titles.append(f"{photos.names[i]}\n{scored.truth[i]} -> {r.number or '-'} ({r.confidence:.2f})")
         name = "failures.png" if page == 0 else f"failures-{page + 1}.png"
-        title = f"reader failures {start + 1}-{start + len(thumbs)} of {len(wrong)}: truth -> read (confidence)"
-        fig = plots.image_grid(np.stack(thumbs), titles, cols=5, title=title, cell=(2.2, 1.5))
+        title = (f"reader failures {start + 1}-{start + len(shown)} of {len(wrong)}: truth -> read (confidence); "
+                 "green the true number box, red the one found")
+        fig = plots.photo_grid(shown, outlines, titles, cols=5, title=title, cell=(2.4, 1.8))
         paths.append(plots.save(fig, out / name))
     return paths

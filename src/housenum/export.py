@@ -70,7 +70,9 @@ def onnx_path_for(checkpoint: Path, int8: bool = False) -> Path:
 
 def export_onnx(source: str | Path | None, out: str | Path | None = None, parity_data: str | None = None,
                 n_parity: int = 512, int8: bool = False, n_calibration: int = 512) -> ExportReport:
-    """Export a run folder or checkpoint (None: the shipped model) to ONNX with a dynamic batch axis.
+    """Export a run folder or checkpoint (None: the shipped model) to ONNX with a dynamic batch axis,
+    to `out` (default: beside the checkpoint; for a shipped model given by name or None, the
+    current folder, so the package's own exports are never overwritten).
 
     The first `n_parity` test digits of `parity_data` (a dataset spec; default: the one the model was
     trained on) run through both PyTorch and ONNX Runtime; the report carries the largest absolute
@@ -85,7 +87,10 @@ def export_onnx(source: str | Path | None, out: str | Path | None = None, parity
     spec = parity_data or recorded_data(loaded, "synthetic")
     data = load_digits(spec, loaded.channels)
     parity_images = (data.test if len(data.test) else data.train).images[:n_parity]
+    by_name = source is None or not Path(source).exists()   # a shipped model: never write into the package
     path = Path(out) if out is not None else onnx_path_for(ckpt, int8)
+    if out is None and by_name:
+        path = Path(path.name)
     metadata = {HASH_KEY: file_sha256(ckpt), "housenum_model": loaded.name,
                 "housenum_channels": str(loaded.channels), "housenum_precision": "int8" if int8 else "float32"}
     with atomic_path(path) as tmp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -58,8 +59,8 @@ def _grid(images, titles: list[str], cols: int, cell: tuple[float, float], title
         ax.axis("on")
         _show(ax, img)
         ax.set_title(t, fontsize=8)
-    if title:
-        fig.suptitle(title)
+    if title:   # above the figure's top edge, so it never covers the first row's titles
+        fig.suptitle(title, y=1.0, va="bottom")
     return fig, used
 
 
@@ -69,21 +70,24 @@ def image_grid(images: np.ndarray, titles: list[str], cols: int = 10, title: str
     return _grid(images, titles, cols, cell, title)[0]
 
 
-def photo_grid(photos: list[np.ndarray], boxes: list[np.ndarray], titles: list[str], cols: int = 6,
-               title: str = ""):
-    """Whole photos of any size in a grid, each with its digit boxes drawn and its label above."""
+def photo_grid(photos: list[np.ndarray], outlines: list[list[tuple]], titles: list[str], cols: int = 6,
+               title: str = "", cell: tuple[float, float] = (2.2, 1.6)):
+    """Whole photos of any size in a grid, each with its title and `outlines`: (left, top, width,
+    height, colour) boxes in its pixels, drawn at the screen's resolution so that a box on a large
+    photo stays visible (colours: TRUTH_COLOUR, FOUND_COLOUR, ...)."""
     from matplotlib.patches import Rectangle
 
-    fig, axes = _grid(photos, titles, cols, (2.2, 1.6), title)
-    for ax, rows in zip(axes, boxes):
-        for left, top, w, h, _ in rows:
-            ax.add_patch(Rectangle((left, top), w, h, fill=False, edgecolor=np.divide(DIGIT_BOX_COLOUR, 255),
-                                   linewidth=1))
+    fig, axes = _grid(photos, titles, cols, cell, title)
+    for ax, boxes in zip(axes, outlines):
+        for left, top, w, h, colour in boxes:
+            ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor=np.divide(colour, 255),
+                                   linewidth=1.5))
     return fig
 
 
 def class_balance(counts: dict[str, np.ndarray]):
-    fig, ax = plt.subplots(figsize=(7, 3))
+    """Images per digit, one bar per split (the legend outside the bars)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3))
     width = 0.8 / len(counts)
     for i, (split, c) in enumerate(counts.items()):
         ax.bar(np.arange(10) + i * width, c, width, label=split)
@@ -91,16 +95,35 @@ def class_balance(counts: dict[str, np.ndarray]):
     ax.set_xlabel("digit")
     ax.set_ylabel("images")
     ax.set_title("Class balance")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
-def curves(history: list[dict], title: str = ""):
+def model_comparison(rows: list[dict]):
+    """Validation and test accuracy of each model side by side: the leaderboard as a picture."""
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(rows) + 2), 3.2))
+    x = np.arange(len(rows))
+    for offset, key, label in ((-0.2, "val_acc", "validation"), (0.2, "test_acc", "test")):
+        bars = ax.bar(x + offset, [r[key] for r in rows], 0.4, label=label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    ax.set_xticks(x, [r["model"] for r in rows])
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.1)
+    ax.set_title("Accuracy by model (the selected one has the best validation accuracy)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def curves(history: list[dict], title: str = "", kept_epoch: int | None = None):
+    """Training and validation accuracy and loss per epoch; `kept_epoch`, the epoch whose weights
+    the run kept (best.pt), is marked on both."""
     epochs = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, key in ((a1, "acc"), (a2, "loss")):
         ax.plot(epochs, [h[key] for h in history], "o-", label=f"train {key}")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label=f"validation {key}")
+        if kept_epoch is not None:
+            ax.axvline(kept_epoch, color="grey", linestyle="--", linewidth=1, label=f"kept (epoch {kept_epoch})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # no epoch 1.5
         ax.set_ylabel("accuracy" if key == "acc" else "loss")
@@ -111,23 +134,27 @@ def curves(history: list[dict], title: str = ""):
 
 
 def confusion(matrix: np.ndarray, title: str = "Confusion matrix"):
+    """Counts in the cells, coloured by the share of each true digit's images (rows sum to 1), so
+    that a rare digit's errors show as much as a common one's."""
     fig, ax = plt.subplots(figsize=(6, 5))
-    im = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(im, ax=ax)
+    share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, label="share of the true digit's images")
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
-    threshold = matrix.max() / 2 if matrix.size else 0
+    ax.set_title(textwrap.fill(title, 60), fontsize=10)
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if matrix[i, j] > threshold else "black")
+                    color="white" if share[i, j] > 0.5 else "black")
     return fig
 
 
-NUMBER_BOX_COLOUR, DIGIT_BOX_COLOUR = (255, 200, 0), (255, 40, 40)
+# One meaning per colour in every figure: green the labelled truth, red what a model found, yellow
+# the number box the reader found around its digits.
+TRUTH_COLOUR, FOUND_COLOUR, NUMBER_BOX_COLOUR = (0, 200, 0), (255, 40, 40), (255, 200, 0)
 
 
 def reading_overlay(photo, reading, long_side: int = 640):
@@ -152,9 +179,9 @@ def reading_overlay(photo, reading, long_side: int = 640):
     if (reading.number or reading.guess) is not None and reading.number_box is not None:
         rect(*reading.number_box, NUMBER_BOX_COLOUR)
     for left, top, w, h, digit in reading.boxes:
-        rect(left, top, w, h, DIGIT_BOX_COLOUR)
+        rect(left, top, w, h, FOUND_COLOUR)
         x, y = left * scale, max(band, band + top * scale - font.size - 4)   # the digit above its box
-        draw.rectangle(draw.textbbox((x, y), str(digit), font=font), fill=DIGIT_BOX_COLOUR)
+        draw.rectangle(draw.textbbox((x, y), str(digit), font=font), fill=FOUND_COLOUR)
         draw.text((x, y), str(digit), fill=(255, 255, 255), font=font)
     draw.text((6, 6), reading.summary(), fill=(0, 0, 0), font=font)
     return canvas

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from housenum.checkpoint import LoadedModel, load_model
 from housenum.errors import ImageError
-from housenum.preprocess import image_to_digit, open_image, pixels_to_tensor
+from housenum.preprocess import image_batch, image_to_digit, open_each, open_image, pixels_to_tensor
 
 
 @dataclass
@@ -55,17 +54,14 @@ class DigitRecognizer:
     def predict(self, images, top_k: int = 3) -> list[DigitPrediction]:
         """A list of images (paths, bytes, PIL images, arrays) or one (N, H, W[, C]) array of them."""
         check_top_k(top_k)
-        if isinstance(images, (str, Path, bytes, Image.Image)):
-            raise ImageError("predict takes a list of images; wrap a single one in a list: predict([image])")
-        if isinstance(images, np.ndarray) and images.ndim < 3:
-            raise ImageError(f"predict takes a list of images or an (N, H, W[, C]) array, got shape {images.shape}")
+        images = image_batch(images, "predict")
         if len(images) == 0:
             return []
-        return self.predict_arrays(np.stack([self.prepare(i) for i in images]), top_k)
+        return self.predict_arrays(np.stack(open_each(images, self.prepare)), top_k)
 
 
 def check_top_k(top_k: int) -> None:
-    if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 10:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 10:
         raise ValueError(f"top_k must be an integer 1..10 (there are 10 digits), got {top_k!r}")
 
 

@@ -7,6 +7,7 @@ both end as float tensors (N, C, 32, 32) scaled to 0..1; models normalise furthe
 from __future__ import annotations
 
 import io
+import re
 import struct
 from pathlib import Path
 
@@ -29,7 +30,7 @@ CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, st
 
 def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(N, 32, 32, C) or (N, C, 32, 32) pixels 0..255 -> float (N, C, 32, 32) in 0..1."""
-    x = torch.as_tensor(images)
+    x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
     if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.permute(0, 3, 1, 2)
     return x.float().div_(255.0)
@@ -53,7 +54,8 @@ def open_image(source,
         try:
             return _to_rgb(_upright(source))
         except CORRUPT as e:
-            raise ImageError(f"image: corrupt or truncated ({e})") from None
+            raise ImageError(f"image: cannot be read as RGB: corrupt, truncated, or its mode {source.mode} has "
+                             f"no conversion ({e})") from None
     if isinstance(source, np.ndarray):
         return _array_to_image(source)
     if isinstance(source, (str, Path)):
@@ -70,8 +72,14 @@ def open_image(source,
     elif isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
         # an open file is read one byte past the limit at most, enough to tell it is over
         is_file = hasattr(source, "read")
-        data = bytes(source.read(max_bytes + 1) if is_file else source)
         name = str(getattr(source, "name", "upload")) if is_file else "upload"  # a file's path, or <stdin>
+        try:
+            data = source.read(max_bytes + 1) if is_file else source
+        except UnicodeDecodeError:   # a text-mode file of image bytes
+            data = ""
+        if isinstance(data, str):
+            raise ImageError(f"{name}: opened in text mode; open an image in binary mode, open(path, 'rb')")
+        data = bytes(data)
         if len(data) > max_bytes:
             raise ImageTooLargeError(f"{name}: image is too large (over {max_bytes} bytes; limit {max_bytes})")
     else:
@@ -83,9 +91,11 @@ def open_image(source,
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image (expected PNG, JPEG or another common format)") from None
-    except Image.DecompressionBombError:  # PIL refuses > 2x its own limit while reading the header
-        raise ImageTooLargeError(f"{name}: image is too large (its header declares more than "
-                                 f"{2 * Image.MAX_IMAGE_PIXELS} pixels; limit {max_pixels})") from None
+    except Image.DecompressionBombError as e:  # PIL refuses > 2x its own limit while reading the header
+        declared = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{declared.group(1)} pixels" if declared else f"more than {2 * Image.MAX_IMAGE_PIXELS} pixels"
+        raise ImageTooLargeError(f"{name}: image is too large (its header declares {size}; limit {max_pixels})") \
+            from None
     except CORRUPT as e:  # a header cut short or garbled: Pillow raises any of these
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     w, h = img.size
@@ -98,6 +108,36 @@ def open_image(source,
         return _to_rgb(_upright(img))
     except CORRUPT as e:
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
+
+
+def image_batch(images, call: str) -> list:
+    """The images a batch call (`predict`, `read_many`) was given, as a list: a list, tuple, generator
+    or (N, H, W[, C]) array. A lone image is refused: iterated, it would be read as rows or characters."""
+    lone = isinstance(images, (str, Path, bytes, bytearray, memoryview, Image.Image)) or hasattr(images, "read")
+    if isinstance(images, np.ndarray):
+        lone = images.ndim < 3 or (images.ndim == 3 and images.shape[-1] in (3, 4))
+    if lone:
+        raise ImageError(f"{call} takes a list of images (or an (N, H, W[, C]) array); wrap a single one in a "
+                         f"list: {call}([image])")
+    try:
+        return list(images)
+    except TypeError:
+        raise ImageError(f"{call} takes a list of images, not a {type(images).__name__}") from None
+
+
+def open_each(images: list, open_one, first: int = 0, total: int | None = None) -> list:
+    """`open_one` of every image; an ImageError names which item of several it was (`images` may be
+    a slice from item `first` of `total`)."""
+    total = len(images) if total is None else total
+    out = []
+    for i, image in enumerate(images, first):
+        try:
+            out.append(open_one(image))
+        except ImageError as e:
+            if total == 1:
+                raise
+            raise type(e)(f"item {i} of {total}: {e}") from None
+    return out
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -115,10 +155,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
-    if img.mode == "I;16" or img.mode == "I":
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit (a PNG's I;16, or I holding 0..65535) is scaled by 65535/255, as an 8-bit copy of it
         arr = np.asarray(img, dtype=np.float64)
-        arr = 255 * (arr - arr.min()) / max(arr.max() - arr.min(), 1)
-        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
+        scale = 257.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 1.0
+        return Image.fromarray(np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8)).convert("RGB")
     return img.convert("RGB")
 
 
@@ -133,8 +174,8 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
 
 
 def _as_uint8(arr: np.ndarray) -> np.ndarray:
-    """Pixels as uint8: integers must be 0..255; floats may be 0..255 or, as after the notebook's
-    `/ 255`, 0..1 (a float image whose largest value is at most 1 is taken as 0..1)."""
+    """Pixels as uint8: integers must be 0..255 (uint16: 0..65535); floats may be 0..255 or, as after
+    the notebook's `/ 255`, 0..1 (a float image whose largest value is at most 1 is taken as 0..1)."""
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype.kind not in "iuf":
@@ -144,6 +185,8 @@ def _as_uint8(arr: np.ndarray) -> np.ndarray:
     low, high = float(arr.min()), float(arr.max())
     if arr.dtype.kind == "f" and low >= 0 and high <= 1:
         return np.rint(arr * 255).astype(np.uint8)
+    if arr.dtype == np.uint16:   # 16-bit pixels, as a 16-bit PNG opened with numpy holds
+        return np.rint(arr / 257.0).astype(np.uint8)
     if low < 0 or high > 255:
         raise ImageError(f"image array values must be 0..255 (or floats 0..1), got {low:g}..{high:g}")
     return np.rint(arr).astype(np.uint8)

@@ -28,7 +28,7 @@ from housenum.models.reader import (
     context_crop, context_region, create_localizer, create_reader, decode_box, localizer_box, localizer_view,
     split_reader_output,
 )
-from housenum.preprocess import image_to_digit, open_image, pixels_to_tensor
+from housenum.preprocess import image_batch, image_to_digit, open_each, open_image, pixels_to_tensor
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_READER = WEIGHTS_DIR / "reader.pt"
@@ -110,6 +110,8 @@ class Photo:
 
     @classmethod
     def of(cls, image: Image.Image) -> Photo:
+        if image.mode != "RGB":            # the networks take RGB; open_image converts any mode
+            image = open_image(image)
         width, height = image.size
         if max(width, height) <= MAX_SIDE:
             return cls(image, image.size)
@@ -263,10 +265,12 @@ class NumberReader:
     def read_many(self, images, batch_size: int = 64) -> list[Reading]:
         """Photos in batches; each is opened with `open_image` (clear `ImageError`s for bad input)
         and shrunk to `Photo`'s size at once, so a batch of huge photos never sits in memory whole."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number 1 or more, got {batch_size!r}")
+        images = image_batch(images, "read_many")
         out: list[Reading] = []
-        images = list(images)
         for start in range(0, len(images), batch_size):
-            photos = [self.prepare(x) for x in images[start:start + batch_size]]
+            photos = open_each(images[start:start + batch_size], self.prepare, start, len(images))
             out += self.read_photos(photos)[1]
         return out
 

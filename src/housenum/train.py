@@ -28,7 +28,7 @@ from housenum.checkpoint import checkpoint_path, load_model, read_checkpoint, re
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
 from housenum.data.augment import Augment, augment_batch, cutmix, mixup
 from housenum.data.splits import validation_split
-from housenum.errors import ModelError
+from housenum.errors import DataFormatError, ModelError
 from housenum.io import atomic_open, write_text
 from housenum.models import create_model, model_spec
 from housenum.models.layers import fit_temperature
@@ -115,7 +115,7 @@ class TrainConfig:
             if getattr(cfg, key) is None:
                 setattr(cfg, key, value)
         if cfg.channels not in (1, 3):
-            raise ModelError(f"channels must be 1 or 3, got {cfg.channels}")
+            raise ModelError(f"channels must be 1 or 3, got {cfg.channels!r}")
         if cfg.sam < 0:
             raise ModelError(f"sam (the radius rho) must be 0 or more, got {cfg.sam}")
         if cfg.mixup < 0 or cfg.cutmix < 0 or (cfg.mixup and cfg.cutmix):
@@ -134,6 +134,8 @@ class TrainConfig:
         a negative batch size meaning 1) or fail deep inside PyTorch."""
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
+            if value is not None and not is_whole(value):
+                raise ModelError(f"{name.replace('_', '-')} must be a whole number, got {value!r}")
             if value is not None and value < 1:
                 raise ModelError(f"{name.replace('_', '-')} must be 1 or more, got {value}")
         if not 0 < self.val_fraction < 1:
@@ -190,9 +192,17 @@ class _Dist:
         return t.item() / self.world
 
 
+def is_whole(value) -> bool:
+    """An int (numpy's too), not a bool or a float that happens to be whole."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def check_shared_ranges(lr: float | None, fold: int | None, n_folds: int, threads: int | None) -> None:
     """The settings digit and reader runs share, each either None (a default) or in range."""
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
+    for name, value in (("fold", fold), ("threads", threads)):
+        if value is not None and not is_whole(value):
+            raise ModelError(f"{name} must be a whole number, got {value!r}")
+    if lr is not None and not (isinstance(lr, (int, float, np.number)) and math.isfinite(lr) and lr > 0):
         raise ModelError(f"lr must be a number above 0, got {lr}")
     if n_folds < 2 or (fold is not None and not 0 <= fold < n_folds):
         raise ModelError(f"fold must be 0..{n_folds - 1} (of {n_folds} folds), got {fold}")
@@ -411,6 +421,11 @@ def split_for_training(data: DigitData, cfg: TrainConfig) -> tuple[DigitSet, Dig
     """
     pool = data.train.joined(data.test) if cfg.all_data else data.train
     train_set, val_set = validation_split(pool, cfg.val_fraction, cfg.fold, cfg.n_folds)
+    if not len(train_set) or not len(val_set):   # no best.pt, no temperature: refuse rather than write neither
+        side = "training" if not len(train_set) else "validation"
+        split = f"--fold {cfg.fold}" if cfg.fold is not None else f"--val-fraction {cfg.val_fraction}"
+        raise DataFormatError(f"{data.name}: {split} leaves no {side} digits of its {len(pool)}; "
+                              "give more data or another split")
     if cfg.synthetic:
         from housenum.data.synthetic import synthetic_digits
 
@@ -424,8 +439,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
           on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train `config.model` and write the run folder; see the module docstring.
 
-    `data` is `config.data` already loaded (to share one load between runs); config.json records
-    `config.data`, which `evaluate` and `--resume` load again, so the two must name the same data.
+    `data` is data already loaded (to share one load between runs); config.json then records the
+    spec it was loaded from (`DigitData.spec`) as the run's data, which `evaluate` and `--resume`
+    load again. Data built by hand has no spec: the run records `config.data`.
     """
     run_dir = Path(run_dir)
     cfg = config.resolved()
@@ -445,7 +461,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             cfg.epochs = config.epochs
     if data is None:
         data = load_digits(cfg.data, cfg.channels)
+    elif not isinstance(data, DigitData):
+        raise TypeError(f"data= takes the loaded data (load_digits(spec)), not a {type(data).__name__}; "
+                        "name a spec as TrainConfig(data=...)")
     else:
+        if data.spec is not None and state is None:
+            cfg.data = data.spec   # config.json records what trained, which evaluate and --resume load
         data = data.with_channels(cfg.channels)
     train_set, val_set = split_for_training(data, cfg)
     x_train, y_train = as_tensor_nchw(train_set.images), torch.from_numpy(train_set.labels)
@@ -567,7 +588,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
                 "optimizer_state": optimizer.state_dict(),
                 "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
                 "generator_state": gen.get_state(), "torch_rng_state": torch.get_rng_state()})
-            _write_history(run_dir, history, cfg.model)
+            _write_history(run_dir, history, cfg.model, kept_epoch(history, cfg.checkpoint))
         if on_epoch is not None:
             on_epoch(row)
     if dist.main and (run_dir / "best.pt").exists():
@@ -606,9 +627,16 @@ def check_resumed_epochs(cfg: TrainConfig, epochs: int, done: int) -> None:
                          f"with --init")
 
 
-def _write_history(run_dir: Path, history: list[dict], title: str) -> None:
+def kept_epoch(history: list[dict], checkpoint: str) -> int:
+    """The epoch best.pt holds: the last one, or the first with the best validation accuracy."""
+    if checkpoint == "last":
+        return history[-1]["epoch"]
+    return max(history, key=lambda h: h["val_acc"])["epoch"]   # max keeps the first of equals, as training does
+
+
+def _write_history(run_dir: Path, history: list[dict], title: str, kept: int) -> None:
     with atomic_open(run_dir / "history.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    plots.save(plots.curves(history, f"{title}: accuracy and loss per epoch"), run_dir / "curves.png")
+    plots.save(plots.curves(history, f"{title}: accuracy and loss per epoch", kept), run_dir / "curves.png")

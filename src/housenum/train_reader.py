@@ -87,8 +87,14 @@ class ReaderTrainConfig:
     hard_negatives: int = 0          # with `init`: mine "no number" crops where its localiser looks (`hard_negatives`)
     negative_fraction: float = 0.125  # share of each batch drawn from the mined crops
 
-    def check_ranges(self) -> None:
-        """Numbers out of range would otherwise train nonsense quietly or fail deep inside PyTorch."""
+    def check(self) -> None:
+        """Settings out of range or that contradict each other, refused before anything is written:
+        they would otherwise train nonsense quietly or fail deep inside PyTorch."""
+        from housenum.train import is_whole
+
+        for name in ("epochs", "batch_size", "eval_every", "workers", "synthetic", "synthetic_empty", "hard_negatives"):
+            if not is_whole(getattr(self, name)):
+                raise ModelError(f"{name.replace('_', '-')} must be a whole number, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "eval_every", "workers"):
             if getattr(self, name) < 1:
                 raise ModelError(f"{name.replace('_', '-')} must be 1 or more, got {getattr(self, name)}")
@@ -99,9 +105,29 @@ class ReaderTrainConfig:
             raise ModelError(f"minutes must be above 0, got {self.minutes}")
         if not 0 <= self.val_fraction < 1:
             raise ModelError(f"val-fraction must be 0 or more and below 1, got {self.val_fraction}")
-        from housenum.train import check_shared_ranges
+        if not 0 <= self.real_fraction <= 1:
+            raise ModelError(f"real-fraction is a share of each batch: 0 to 1, got {self.real_fraction}")
+        low, high = self.loc_zoom
+        if not 0 < low <= high:
+            raise ModelError(f"loc-zoom takes two zooms, the smaller first, both above 0; got {low} {high}")
+        if not 0 <= self.loc_shift < 1:
+            raise ModelError(f"loc-shift is a share of the photo: 0 or more and below 1, got {self.loc_shift}")
+        from housenum.train import PRECISIONS, check_shared_ranges
 
         check_shared_ranges(self.lr, self.fold, self.n_folds, self.threads)
+        if self.reader_only and self.localizer_only:
+            raise ModelError("--reader-only and --localizer-only together leave nothing to train")
+        if self.loc_backdrop not in LOC_BACKDROPS:
+            raise ModelError(f"unknown localiser backdrop {self.loc_backdrop!r}: choose {' or '.join(LOC_BACKDROPS)}")
+        if self.precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        for flag, given in (("--reader-only", self.reader_only), ("--hard-negatives", self.hard_negatives),
+                            ("--new-localizer", self.new_localizer)):
+            if given and not self.init:
+                raise ModelError(f"{flag} works on the networks of --init: give --init RUN")
+        for flag, given in (("--reader-only", self.reader_only), ("--hard-negatives", self.hard_negatives)):
+            if given and self.new_localizer:
+                raise ModelError(f"{flag} needs the localiser of --init, which --new-localizer replaces")
 
     @classmethod
     def from_dict(cls, d: dict) -> ReaderTrainConfig:
@@ -472,27 +498,18 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     the weights, the optimiser and the random generators.
     """
     from housenum.read import NumberReader
-    from housenum.train import PRECISIONS, pick_device, use_bf16
+    from housenum.train import pick_device, use_bf16
 
     run_dir = Path(run_dir)
     resumed = _resumable(run_dir) if resume else None
     if resumed is not None:
         cfg = dataclasses.replace(ReaderTrainConfig.from_dict(resumed["config"]), device=cfg.device,
                                   threads=cfg.threads)
-    cfg.check_ranges()
+    cfg.check()
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     say = progress or (lambda _: None)
-
-    if cfg.reader_only and cfg.localizer_only:
-        raise ModelError("--reader-only and --localizer-only together leave nothing to train")
-    if cfg.loc_backdrop not in LOC_BACKDROPS:
-        raise ModelError(f"unknown localiser backdrop {cfg.loc_backdrop!r}: choose {' or '.join(LOC_BACKDROPS)}")
-    if cfg.precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {cfg.precision!r}; choose from {', '.join(PRECISIONS)}")
-    if (cfg.reader_only or cfg.hard_negatives) and (not cfg.init or cfg.new_localizer):
-        raise ModelError("--reader-only and --hard-negatives need the localiser of --init (and no --new-localizer)")
 
     val_set = train_set = None
     if real is None:

@@ -20,6 +20,7 @@ def load_digits(spec: str | Path = DEFAULT_SPEC, channels: int | None = None) ->
     greyscale, 3 requires colour."""
     spec = str(spec)
     data = _load(spec)
+    data.spec = spec
     if len(data.train) + len(data.test) == 0:
         raise DataFormatError(f"{spec}: holds no images")
     return data if channels is None else data.with_channels(channels)

@@ -74,7 +74,7 @@ class DigitSet:
             return DigitSet(grey[..., None], self.labels, self.sources)
         if channels == 3:
             raise DataFormatError("this data is greyscale only; use --channels 1")
-        raise DataFormatError(f"channels must be 1 or 3, got {channels}")
+        raise DataFormatError(f"channels must be 1 or 3, got {channels!r}")
 
 
 @dataclass
@@ -85,6 +85,7 @@ class DigitData:
     train: DigitSet
     test: DigitSet
     extra: dict[str, DigitSet] = field(default_factory=dict)
+    spec: str | None = None   # what `load_digits` loaded it from; `train` checks it against its config
 
     def with_channels(self, channels: int) -> DigitData:
         return DigitData(
@@ -92,4 +93,5 @@ class DigitData:
             self.train.with_channels(channels),
             self.test.with_channels(channels),
             {k: v.with_channels(channels) for k, v in self.extra.items()},
+            self.spec,
         )

@@ -106,13 +106,26 @@ def load_npz(path: str | Path) -> DigitData:
             x, y = f["X"], f["y"]
             sources = f["source_image"] if "source_image" in f.files else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        with open(path, "rb") as f:
+            zipped = f.read(2) == b"PK"      # a zip cut short or garbled is "not readable", below
+        if not zipped:
+            raise DataFormatError(f"{path}: not an .npz file (an .npz is a zip of arrays, as numpy.savez "
+                                  "writes)") from None
+        if "pickled" in str(e):
+            raise DataFormatError(f"{path}: holds Python objects, which are never unpickled here (unsafe); "
+                                  "save X, y and source_image as plain arrays (strings as fixed-width '<U')") from None
         raise DataFormatError(f"{path}: not a readable .npz file ({e})") from None
     if x.ndim not in (3, 4) or x.shape[1:3] != (32, 32):
         raise DataFormatError(f"{path}: X must be (N, 32, 32) or (N, 32, 32, 3), got {x.shape}")
     if x.dtype != np.uint8:
+        if x.dtype.kind not in "iuf":
+            raise DataFormatError(f"{path}: X must hold pixel numbers (uint8 0..255, or floats), got {x.dtype}")
         if x.size and (np.isnan(x).any() or x.min() < 0 or x.max() > 255):
             raise DataFormatError(f"{path}: X pixels must be 0..255")
+        floats = x.dtype.kind == "f"
         x = x.astype(np.float32)
+        if x.size and floats and x.max() <= 1:   # floats 0..1, as after the notebook's `/ 255`
+            x *= 255
     try:
         data = DigitSet(x, y, sources)
     except DataFormatError as e:

@@ -143,8 +143,9 @@ def is_photo_spec(spec: str) -> bool:
     return labelled or path.name == "digitStruct.mat" or path.suffix == ".json" or spec.partition(":")[0] == "svhn-full"
 
 
-def load_numbers(spec: str, default_split: str = "test") -> NumberSet:
+def load_numbers(spec: str | Path, default_split: str = "test") -> NumberSet:
     """Load photos by spec (see the module docstring); bare `svhn-full` means `default_split`."""
+    spec = str(spec)
     name, _, arg = spec.partition(":")
     path = Path(spec)
     if name == "svhn-full" and not path.exists():

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from housenum.errors import ImageError, ImageTooLargeError
+from housenum.errors import HousenumError, ImageError, ImageTooLargeError
 from housenum.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, images_in, open_image
 from housenum.serve.batching import MicroBatcher
 from housenum.serve.metrics import Metrics, MetricsMiddleware
@@ -367,6 +367,26 @@ def _add_error_handlers(app: FastAPI) -> None:
 def app_from_env() -> FastAPI:
     """The factory uvicorn calls in each worker process."""
     return create_app(Settings.from_env())
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind the address once, as uvicorn will, so a port in use is one line here rather than uvicorn's
+    error after the service said it was serving."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise HousenumError(f"--host {host}: not an address here ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            why = "in use by another program; pick another with --port" if e.errno == errno.EADDRINUSE else e.strerror
+            raise HousenumError(f"cannot listen on {host}:{port}: {why}") from None
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
