@@ -44,6 +44,14 @@ def test_compare_writes_leaderboard_and_report(compared):
     assert (out / "cnn1" / "eval" / "confusion.png").exists()
 
 
+def test_the_report_flags_models_near_chance():
+    from housenum.compare import near_chance_note
+
+    note = near_chance_note([{"model": "resnet", "val_acc": 0.95}, {"model": "cnn2", "val_acc": 0.14}])
+    assert "cnn2" in note and "resnet" not in note
+    assert near_chance_note([{"model": "resnet", "val_acc": 0.95}]) == ""
+
+
 def test_evaluate_json_prints_only_json(compared, small_npz):
     out, _ = compared
     proc = housenum("evaluate", out / "cnn1", "--data", small_npz, "--json")

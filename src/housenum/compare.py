@@ -30,6 +30,7 @@ from housenum.models import count_parameters, model_spec
 from housenum.train import TrainConfig, kept_epoch, train
 
 NOTEBOOK_MODELS = ["ann1", "ann2", "cnn1", "cnn2"]
+NEAR_CHANCE = 0.2   # validation accuracy a report flags: guessing among ten digits gives 0.1
 DEFAULT_MODELS = [*NOTEBOOK_MODELS, "resnet"]
 QUICK_EPOCHS = 2
 # train_seconds: the epochs' own time (training and validation); wall_seconds: the whole `train` call,
@@ -104,6 +105,16 @@ def _img(fig, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def near_chance_note(rows: list[dict]) -> str:
+    """An HTML warning naming the models whose validation accuracy is near guessing, or ''."""
+    names = [r["model"] for r in rows if r["val_acc"] < NEAR_CHANCE]
+    if not names:
+        return ""
+    return (f"<p class=\"warn\">Near chance (validation accuracy under {NEAR_CHANCE}; ten digits give 0.1 by "
+            f"guessing): {html.escape(', '.join(names))}. Not trained enough, or the training diverged: look at "
+            "the curves, and at the confusion matrix for what it answers.</p>")
+
+
 def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool) -> str:
     """One HTML file with every figure embedded, so it can be mailed or opened offline."""
     best = entries[0].row["model"]
@@ -130,6 +141,7 @@ def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool)
             f"<pre>{html.escape(e.evaluation.report)}</pre>{mistakes}</section>"
         )
     note = " (--quick: epochs capped, figures are not final)" if quick else ""
+    warning = near_chance_note([e.row for e in entries])
     grid = _img(plots.image_grid(sample, [str(v) for v in data.train.labels[:20]], title="First training images"),
                 "the first training images with their labels")
     balance = _img(plots.class_balance(counts), "images per digit in the train and test splits")
@@ -139,11 +151,12 @@ def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool)
 body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: right; }}
 tr.best {{ background: #e5f5e0; font-weight: bold; }} img {{ max-width: 100%; }}
+.warn {{ background: #fff3cd; padding: .5em; }}
 pre {{ background: #f6f6f6; padding: .6em; overflow-x: auto; }} .scroll {{ overflow-x: auto; }}
 </style></head><body>
 <h1>housenum model comparison</h1>
 <p>Data: <code>{html.escape(spec)}</code> — {len(data.train)} train+validation, {len(data.test)} test images{note}.
-Selected model (highest validation accuracy): <strong>{html.escape(best)}</strong>.</p>
+Selected model (highest validation accuracy): <strong>{html.escape(best)}</strong>.</p>{warning}
 <h2>Leaderboard</h2><div class="scroll"><table><tr>{head}</tr>{rows}</table></div>
 {comparison}
 <h2>Data</h2>{grid}
