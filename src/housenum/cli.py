@@ -10,14 +10,34 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from housenum.errors import HousenumError, ModelError
 
+
+def _quiet_help(option):
+    """typer prints `<bool>` beside --help as beside any flag, as if it took a value (`_flag` below
+    hides it for ours)."""
+    if option is not None:
+        option.metavar = ""
+    return option
+
+
+class _Command(TyperCommand):
+    def get_help_option(self, ctx):
+        return _quiet_help(super().get_help_option(ctx))
+
+
+class _Group(TyperGroup):
+    def get_help_option(self, ctx):
+        return _quiet_help(super().get_help_option(ctx))
+
+
 app = typer.Typer(
     help="Read house numbers from street photos: SVHN data, models, training, evaluation, serving.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, cls=_Group,
 )
-data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True, cls=_Group)
 app.add_typer(data_app, name="data")
 
 DataOpt = Annotated[str, typer.Option(
@@ -118,7 +138,7 @@ def _file_out(out: Path | None) -> Path | None:
     return out
 
 
-@data_app.command("info")
+@data_app.command("info", cls=_Command)
 def data_info(
     spec: Annotated[str, typer.Argument(help="Dataset spec, as for --data.")] = "synthetic",
     out: Annotated[Path | None, typer.Option(help="Write a sample grid PNG here.")] = None,
@@ -219,7 +239,7 @@ def _refuse_with_resume(ctx: typer.Context, allowed: tuple[str, ...] = RESUME_OP
                          f"ignored; only {may} may change")
 
 
-@app.command("train")
+@app.command("train", cls=_Command)
 def train_cmd(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Model name: ann1, ann2, cnn1, cnn2 (the notebook's), resnet_mid "
@@ -296,7 +316,7 @@ def train_cmd(
                f"last val_acc {last.get('val_acc', 0):.4f}, {result.train_seconds:.1f} s; run folder {run_dir}")
 
 
-@app.command("evaluate")
+@app.command("evaluate", cls=_Command)
 def evaluate_cmd(
     run: Annotated[Path | None, typer.Argument(help=MODEL_HELP)] = None,
     data: Annotated[str | None, typer.Option("--data", help="Dataset spec; default: the run's.")] = None,
@@ -320,7 +340,7 @@ def evaluate_cmd(
                f"ECE {result.ece:.4f}  accuracy at 95% coverage {result.accuracy_at_95_coverage:.4f}")
 
 
-@app.command("compare")
+@app.command("compare", cls=_Command)
 def compare_cmd(
     models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "ann1,ann2,cnn1,cnn2,resnet",
     data: DataOpt = "synthetic",
@@ -354,7 +374,7 @@ def compare_cmd(
     typer.echo(f"report: {out / 'report.html'}")
 
 
-@app.command("predict")
+@app.command("predict", cls=_Command)
 def predict_cmd(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, any size or mode) or folders of "
                                                       "them; - reads one from standard input.")],
@@ -377,7 +397,7 @@ def predict_cmd(
 
 
 # every serve option can come from the environment too, as HOUSENUM_SERVE_<OPTION> (a flag wins)
-@app.command("serve", context_settings={"auto_envvar_prefix": "HOUSENUM_SERVE"})
+@app.command("serve", cls=_Command, context_settings={"auto_envvar_prefix": "HOUSENUM_SERVE"})
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")
                     ] = "127.0.0.1",
@@ -431,7 +451,7 @@ def serve_cmd(
     serve(settings, host, port, workers)
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 def export_cmd(
     run: Annotated[Path | None, typer.Argument(help=MODEL_HELP)] = None,
     fmt: Annotated[str, typer.Option("--format", help="Export format; only 'onnx'.")] = "onnx",
@@ -468,7 +488,7 @@ def _digits_arg(digit_model: Path | None, reader_only: bool):
     return False if reader_only else (digit_model or True)
 
 
-@app.command("read")
+@app.command("read", cls=_Command)
 def read_cmd(
     images: Annotated[list[Path], typer.Argument(help="Street photos (PNG, JPEG, any size) or folders of them; "
                                                       "- reads one from standard input.")],
@@ -524,7 +544,7 @@ def read_cmd(
             typer.echo(f"{len(drawn)} reading(s) drawn in {out}/", err=True)
 
 
-@app.command("evaluate-numbers")
+@app.command("evaluate-numbers", cls=_Command)
 def evaluate_numbers_cmd(
     data: Annotated[str, typer.Argument(help="Photos: a folder with labels.json or digitStruct.mat, "
                                              "'svhn-full[:test|train|extra]' or 'synthetic[:N]'.")],
@@ -553,7 +573,7 @@ def evaluate_numbers_cmd(
     typer.echo(result.report())
 
 
-@app.command("train-reader")
+@app.command("train-reader", cls=_Command)
 def train_reader_cmd(
     ctx: typer.Context,
     data: Annotated[str, typer.Option(help="Labelled photos: a folder with labels.json or digitStruct.mat, "
