@@ -308,6 +308,10 @@ def test_openapi_docs_and_page_need_no_network(server):
     examples = httpx.get(f"{server}/v1/examples").json()["examples"]
     assert examples and httpx.get(f"{server}{examples[0]['url']}").content[:4] == b"\x89PNG"
     assert httpx.get(f"{server}/examples/..%2Fpasswd").status_code == 404
+    for path in ("/", "/docs", "/healthz", "/v1/models", "/metrics", "/v1/examples", examples[0]["url"]):
+        head = httpx.head(f"{server}{path}")                  # curl -I and uptime probes
+        assert head.status_code == 200 and not head.content, path
+    assert all(list(ops) == ["get"] for path, ops in spec["paths"].items() if path in ("/healthz", "/v1/models"))
 
 
 # ---------------------------------------------------------------- the 8-bit runtime

@@ -148,6 +148,14 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
     _add_error_handlers(app)
     examples = _example_photos(settings.examples)
 
+    def get_and_head(path: str, **kwargs):
+        """A GET route that answers HEAD too (curl -I, uptime probes); only the GET is in the API schema."""
+        def register(endpoint):
+            route = app.get(path, **kwargs)(endpoint)   # first: a wrong method's 405 names GET as allowed
+            app.head(path, include_in_schema=False)(endpoint)
+            return route
+        return register
+
     def decode(upload: Upload):
         if upload.error is not None:
             raise upload.error
@@ -260,12 +268,12 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
         results = await run_in_threadpool(number_results, uploads)
         return batch_result(uploads, withheld(results, min_confidence), models.reader_name, start)
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness and which models are loaded")
+    @get_and_head("/healthz", summary="Liveness and which models are loaded")
     async def healthz() -> dict:
         return {"status": "ok", "digits": models.digits_name,
                 "numbers": models.reader_name if models.reader is not None else None}
 
-    @app.get("/v1/models", summary="Loaded models, their cards and figures, and the limits")
+    @get_and_head("/v1/models", summary="Loaded models, their cards and figures, and the limits")
     async def list_models() -> dict:
         numbers = ({"available": True, **models.reader_card} if models.reader is not None
                    else {"available": False, "reason": models.reader_unavailable})
@@ -273,26 +281,26 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
                 "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels,
                            "max_batch": settings.max_batch}}
 
-    @app.get("/metrics", summary="Prometheus text: requests, latency, errors, model time")
+    @get_and_head("/metrics", summary="Prometheus text: requests, latency, errors, model time")
     async def prometheus() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.get("/v1/examples", summary="Example photos for the page")
+    @get_and_head("/v1/examples", summary="Example photos for the page")
     async def list_examples() -> dict:
         return {"examples": [{"name": name, "url": f"/examples/{name}"} for name in examples]}
 
-    @app.get("/examples/{name}", include_in_schema=False)
+    @get_and_head("/examples/{name}", include_in_schema=False)
     async def example(name: str) -> FileResponse:
         if name not in examples:
             raise ApiError(404, "not_found", f"no example '{name}'")
         return FileResponse(examples[name])
 
-    @app.get("/", include_in_schema=False)
+    @get_and_head("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
-    @app.get("/docs", include_in_schema=False)
+    @get_and_head("/docs", include_in_schema=False)
     async def docs() -> FileResponse:
         return FileResponse(STATIC_DIR / "docs.html")
 
