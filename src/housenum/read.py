@@ -220,6 +220,8 @@ class NumberReader:
     `backend`: "auto" (ONNX Runtime when the exported files are beside the checkpoint), "onnx"
     or "torch". `digits`: the digit model that re-reads each digit: True for the shipped one, a
     run folder or .pt, a loaded `DigitRecognizer`, or False to trust the reader's own heads alone.
+    `threads`: ONNX Runtime's per session; on the torch backend it is PyTorch's, which is set for
+    the whole process (`torch.set_num_threads`), as `housenum.train.train` sets it too.
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int | None = None,
