@@ -129,12 +129,14 @@ def test_evaluate_says_when_a_model_trained_on_the_test_split(compared, small_np
 
 
 def test_data_info_counts_and_grid(small_npz, tmp_path):
-    proc = housenum("data", "info", small_npz, "--out", tmp_path / "grid.png", "--json")
+    proc = housenum("data", "info", small_npz, "--out", tmp_path / "grid.png", "--balance", tmp_path / "bal.png",
+                    "--json")
     info = json.loads(proc.stdout)
     n = len(np.load(small_npz)["y"])
     assert info["splits"]["train"]["n"] + info["splits"]["test"]["n"] == n
     assert info["image_shape"] == [32, 32, 3] and info["sources_known"]
     assert Image.open(tmp_path / "grid.png").size[0] > 300
+    assert info["balance_chart"] == str(tmp_path / "bal.png") and Image.open(tmp_path / "bal.png").size[0] > 300
     housenum("data", "info", "synthetic:20", "--out", tmp_path / "grid.jpg")
     assert Image.open(tmp_path / "grid.jpg").format == "JPEG"      # the format the name asks for
     bad = housenum("data", "info", "synthetic:20", "--out", tmp_path / "grid.xyz", check=False)
@@ -148,8 +150,9 @@ def test_data_info_on_whole_photos(svhn_dir, tmp_path):
     assert info["photos"] == len(labels)
     assert info["by_length"]["2"] == sum(len(v["label"]) == 2 for v in labels.values())
     assert Image.open(tmp_path / "photos.png").size[0] > 600
-    text = housenum("data", "info", svhn_dir / "numbers").stdout
+    text = housenum("data", "info", svhn_dir / "numbers", "--balance", tmp_path / "lengths.png").stdout
     assert f"{len(labels)} photos" in text and "spans a median" in text
+    assert f"balance chart: {tmp_path / 'lengths.png'}" in text and Image.open(tmp_path / "lengths.png").size[0] > 600
 
 
 def bad_cases(tmp_path, crops, run):

@@ -142,10 +142,14 @@ def _file_out(out: Path | None) -> Path | None:
 def data_info(
     spec: Annotated[str, typer.Argument(help="Dataset spec, as for --data.")] = "synthetic",
     out: Annotated[Path | None, typer.Option(help="Write a sample grid PNG here.")] = None,
+    balance: Annotated[Path | None, typer.Option(
+        help="Write a bar chart PNG here: images per digit in each split (whole photos: numbers per "
+             "length and digits per value).")] = None,
     channels: Annotated[int | None, typer.Option(help="1 greyscale, 3 RGB.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Counts per split and class, image shape and type, and optionally a sample grid PNG.
+    """Counts per split and class, image shape and type, and optionally a sample grid and a
+    class-balance chart.
 
     For whole photos (a folder with labels.json or digitStruct.mat, a digitStruct.mat, svhn-full):
     counts by number length and digit, photo sizes, how much of the photo the number fills."""
@@ -156,10 +160,11 @@ def data_info(
     from housenum.data.numbers import is_photo_spec
 
     _file_out(out)
+    _file_out(balance)
     if is_photo_spec(spec):
         if channels is not None:
             raise HousenumError("--channels applies to digit crops; whole photos are described as stored")
-        _photo_info(spec, out, as_json)
+        _photo_info(spec, out, balance, as_json)
         return
     data = load_digits(spec, channels)
     splits = {"train": data.train, "test": data.test, **data.extra}
@@ -176,6 +181,10 @@ def data_info(
         plots.save(plots.image_grid(data.train.images[:n], [str(y) for y in data.train.labels[:n]],
                                     title=f"{data.name}: the first {n} training images, with their labels"), out)
         info["sample_grid"] = str(out)
+    if balance is not None:
+        counts = {k: np.array(v["per_class"]) for k, v in info["splits"].items()}
+        plots.save(plots.class_balance(counts, title=f"{data.name}: images per digit"), balance)
+        info["balance_chart"] = str(balance)
     if as_json:
         typer.echo(json.dumps(info))
         return
@@ -184,11 +193,17 @@ def data_info(
     typer.echo(f"{'split':<8}{'n':>8}  " + " ".join(f"{d:>6}" for d in range(10)))
     for k, v in info["splits"].items():
         typer.echo(f"{k:<8}{v['n']:>8}  " + " ".join(f"{c:>6}" for c in v["per_class"]))
+    _echo_figures(out, balance)
+
+
+def _echo_figures(out: Path | None, balance: Path | None) -> None:
     if out is not None:
         typer.echo(f"sample grid: {out}")
+    if balance is not None:
+        typer.echo(f"balance chart: {balance}")
 
 
-def _photo_info(spec: str, out: Path | None, as_json: bool) -> None:
+def _photo_info(spec: str, out: Path | None, balance: Path | None, as_json: bool) -> None:
     import numpy as np
 
     from housenum import plots
@@ -204,6 +219,9 @@ def _photo_info(spec: str, out: Path | None, as_json: bool) -> None:
                                     title=f"{photos.name}: {len(picked)} of {len(photos)} photos, labelled digit "
                                           "boxes in green"), out)
         info["sample_grid"] = str(out)
+    if balance is not None:
+        plots.save(plots.number_balance(info["by_length"], info["per_digit"], title=photos.name), balance)
+        info["balance_chart"] = str(balance)
     if as_json:
         typer.echo(json.dumps(info))
         return
@@ -218,8 +236,7 @@ def _photo_info(spec: str, out: Path | None, as_json: bool) -> None:
         typer.echo(f"the number     spans a median {fill_w['median']:.0%} of the photo's width "
                    f"({fill_w['p5']:.0%}-{fill_w['p95']:.0%} for 90% of photos) and {fill_h['median']:.0%} "
                    f"of its height")
-    if out is not None:
-        typer.echo(f"sample grid: {out}")
+    _echo_figures(out, balance)
 
 
 # What `train --resume` and `train-reader --resume` take from the command line; everything else is

@@ -85,7 +85,7 @@ def photo_grid(photos: list[np.ndarray], outlines: list[list[tuple]], titles: li
     return fig
 
 
-def class_balance(counts: dict[str, np.ndarray]):
+def class_balance(counts: dict[str, np.ndarray], title: str = "Class balance"):
     """Images per digit, one bar per split (the legend outside the bars)."""
     fig, ax = plt.subplots(figsize=(7.5, 3))
     width = 0.8 / len(counts)
@@ -94,8 +94,25 @@ def class_balance(counts: dict[str, np.ndarray]):
     ax.set_xticks(np.arange(10) + 0.4 - width / 2, [str(d) for d in range(10)])
     ax.set_xlabel("digit")
     ax.set_ylabel("images")
-    ax.set_title("Class balance")
+    ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def number_balance(by_length: dict[str, int], per_digit: list[int], title: str = ""):
+    """Whole photos' balance: numbers per length beside digits per value, each bar labelled."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3), width_ratios=(1, 2), layout="constrained")
+    for ax, keys, values, xlabel, ylabel in (
+            (left, list(by_length), list(by_length.values()), "digits in the number", "photos"),
+            (right, [str(d) for d in range(10)], per_digit, "digit", "digits")):
+        ax.bar_label(ax.bar(keys, values), fontsize=7, padding=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.margins(y=0.15)
+    left.set_title("Number lengths")
+    right.set_title("Digits")
+    if title:
+        fig.suptitle(title)
     return fig
 
 
