@@ -208,6 +208,11 @@ def test_unreachable_server_is_one_line_error(tmp_path):
     assert not (tmp_path / NAME).exists()
 
 
+def test_base_url_that_is_no_url_is_one_line_error(tmp_path):
+    with pytest.raises(DownloadError, match=f"{NAME}: notaurl/{NAME} is not an http\\(s\\) URL"):
+        fetch(NAME, base_url="notaurl", directory=tmp_path, progress=False)
+
+
 def test_unknown_name_lists_known_files(tmp_path):
     with pytest.raises(DownloadError, match="train_32x32.mat, test_32x32.mat"):
         fetch("train_64x64.mat", directory=tmp_path)

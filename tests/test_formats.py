@@ -114,12 +114,39 @@ def test_mat_missing_key_and_bad_labels(tmp_path, crops):
     scipy.io.savemat(path, {"X": np.transpose(crops["X"][:5], (1, 2, 3, 0))})
     with pytest.raises(DataFormatError, match="missing variable 'y'"):
         read_official_mat(path)
-    scipy.io.savemat(path, {"X": np.transpose(crops["X"][:5], (1, 2, 3, 0)), "y": np.full((5, 1), 11)})
-    with pytest.raises(DataFormatError, match="labels must be 1..10"):
-        read_official_mat(path)
+    x = np.transpose(crops["X"][:5], (1, 2, 3, 0))
+    for y, found in ((np.full((5, 1), 11), "found 11..11"), (np.full((5, 1), 1.5), "found 1.5..1.5"),
+                     (np.array([["a"]] * 5), "found dtype <U1")):
+        scipy.io.savemat(path, {"X": x, "y": y})
+        with pytest.raises(DataFormatError, match=f"a.mat: labels y must be whole numbers 1..10.*{found}"):
+            read_official_mat(path)
     scipy.io.savemat(path, {"X": crops["X"][:5], "y": np.ones((5, 1))})
     with pytest.raises(DataFormatError, match=r"X must be \(32, 32, 3, N\)"):
         read_official_mat(path)
+
+
+def test_mat_and_course_h5_pixels_outside_0_255_are_refused_not_wrapped(tmp_path, crops):
+    """Before, a .mat cast any X to uint8 (300 read as 44, NaN as 0) and the course file kept NaN,
+    which trained a model with a NaN loss and exit 0."""
+    path, y = tmp_path / "a_32x32.mat", np.ones((5, 1))
+    x = np.transpose(crops["X"][:5], (1, 2, 3, 0))
+    for pixels, found in ((x.astype(np.int64) * 4, "found [0-9]+..[0-9]+"), (np.full(x.shape, np.nan), "found NaN")):
+        scipy.io.savemat(path, {"X": pixels, "y": y})
+        with pytest.raises(DataFormatError, match=f"a_32x32.mat: X: pixels must be 0..255, {found}"):
+            read_official_mat(path)
+    scipy.io.savemat(path, {"X": x / 255.0, "y": y})     # floats 0..1 read as 0..255, as in an .npz
+    assert np.abs(read_official_mat(path).images.astype(int) - crops["X"][:5]).max() <= 1
+    course = tmp_path / "course.h5"
+    write_course_h5(course, crops)
+    with h5py.File(course, "a") as f:
+        f["X_test"][0, 0, 0] = np.nan
+    with pytest.raises(DataFormatError, match="course.h5: X_test: pixels must be 0..255, found NaN"):
+        load_course_h5(course)
+    with h5py.File(course, "a") as f:
+        del f["X_test"]
+        f["X_test"] = np.full((100, 32, 32), b"a")
+    with pytest.raises(DataFormatError, match="X_test must hold pixel numbers"):
+        load_course_h5(course)
 
 
 def test_course_h5_missing_dataset_and_corrupt(tmp_path, crops):

@@ -121,6 +121,17 @@ def test_digit_struct_parse_speed(tmp_path, labels):
     assert seconds / 300 < 1e-3, f"{seconds / 300 * 1e3:.2f} ms per photo"
 
 
+def test_damaged_cache_is_rebuilt_and_an_entry_without_boxes_refused(tmp_path, real_entries):
+    path = tmp_path / "digitStruct.mat"
+    write_digit_struct(path, [(f"{i}.png", b) for i, (_, _, b) in enumerate(real_entries)])
+    first = read_digit_struct(path)
+    (tmp_path / ".digitStruct.mat.parsed.npz").write_bytes(b"PK\x03\x04garbage")
+    assert read_digit_struct(path)[0] == first[0]
+    write_digit_struct(path, [("1.png", real_entries[0][2]), ("2.png", [])])
+    with pytest.raises(DataFormatError, match=r"entry 2 \(2.png\) has no digit boxes"):
+        read_digit_struct(path)
+
+
 def test_not_a_digit_struct_is_format_error(tmp_path):
     bad = tmp_path / "digitStruct.mat"
     with h5py.File(bad, "w") as f:
@@ -148,6 +159,13 @@ def test_labels_json_errors(tmp_path, svhn_dir):
     (tmp_path / "labels.json").write_text(json.dumps({"a.png": {"label": "12", "boxes": [[0, 0, 5, 5, 1]]}}))
     with pytest.raises(DataFormatError, match="does not match its boxes"):
         load_labels_json(tmp_path / "labels.json")
+    for box, message in (([0, 0, 5, 5, 10], r"box digits must be whole numbers 0..9, found 10"),
+                         ([0, 0, 5, 5, 1.5], "box digits .* found 1.5"),
+                         ([float("nan"), 0, 5, 5, 1], "box values must be finite numbers"),
+                         ([0, 0, -5, 5, 1], "every box needs a width and height above 0")):
+        (tmp_path / "labels.json").write_text(json.dumps({"a.png": {"label": "1", "boxes": [box]}}))
+        with pytest.raises(DataFormatError, match=f"entry 'a.png': {message}"):
+            load_labels_json(tmp_path / "labels.json")
     (tmp_path / "labels.json").write_text(json.dumps({"a.png": {"label": "1", "boxes": [[0, 0, 5, 5, 1]]}}))
     with pytest.raises(DataFormatError, match="'a.png' not found"):
         load_labels_json(tmp_path / "labels.json")
@@ -241,5 +259,6 @@ def test_svhn_full_rejects_unknown_split_and_bad_archive(server, tmp_path, monke
     server.files["train.tar.gz"] = b"not a tar at all"
     monkeypatch.setenv("HOUSENUM_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.setenv("HOUSENUM_DATA", str(tmp_path / "cache"))
-    with pytest.raises(DataFormatError, match="not a readable tar.gz"):
+    with pytest.raises(DataFormatError, match="not a readable tar.gz.*deleted it, so the next run downloads it"):
         load_numbers("svhn-full:train")
+    assert not (tmp_path / "cache" / "train.tar.gz").exists()   # no size or md5 to catch it before

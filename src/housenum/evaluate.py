@@ -15,6 +15,7 @@ from housenum import plots
 from housenum.checkpoint import LoadedModel, load_model, recorded_data
 from housenum.data import DEFAULT_SPEC, DigitSet, load_digits
 from housenum.io import write_text
+from housenum.errors import DataFormatError
 from housenum.train import predict_logits
 
 DIGITS = [str(d) for d in range(10)]
@@ -108,6 +109,9 @@ def evaluate_run(model: str | Path | None, data: str | Path | None = None,
     loaded = load_model(model)
     spec = str(data) if data else recorded_data(loaded, DEFAULT_SPEC)
     test = load_digits(spec).test
+    if not len(test):
+        raise DataFormatError(f"{spec}: its test split is empty (too few digits or source photos to hold "
+                              "any out), so there is nothing to evaluate")
     result = score(predict_probs(loaded, test, tta), test.labels)
     result.held_out = not trained_on_test_split(loaded.config, spec)
     result.tta = tta

@@ -147,6 +147,8 @@ def _download(
         raise DownloadError(
             f"{name}: download from {url} failed ({_describe(e)}); {_kept(part)}"
         ) from None
+    except ValueError as e:   # urllib's word for a URL it cannot parse
+        raise DownloadError(f"{name}: {url} is not an http(s) URL ({e}); check $HOUSENUM_BASE_URL") from None
     received = part.stat().st_size
     if total is not None and received < total:
         raise DownloadError(

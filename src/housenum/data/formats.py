@@ -48,8 +48,9 @@ def load_course_h5(path: str | Path) -> DigitData:
         x, y = arrays[f"X_{name}"], arrays[f"y_{name}"]
         if x.ndim != 3 or x.shape[1:] != (32, 32):
             raise DataFormatError(f"{path}: X_{name} must be (N, 32, 32), got {x.shape}")
+        x = checked_pixels(x, f"{path}: X_{name}", unit_floats=False).astype(np.float32)
         try:
-            splits[name] = DigitSet(x.astype(np.float32), y)
+            splits[name] = DigitSet(x, y)
         except DataFormatError as e:
             raise DataFormatError(f"{path}: {name} split: {e}") from None
     return DigitData(path.name, splits["train"], splits["test"], {"val": splits["val"]})
@@ -71,9 +72,12 @@ def read_official_mat(path: str | Path) -> DigitSet:
         raise DataFormatError(f"{path}: X must be (32, 32, 3, N), got {x.shape}")
     if x.shape[3] != len(y):
         raise DataFormatError(f"{path}: X has {x.shape[3]} images but y has {len(y)} labels")
-    if y.size and (y.min() < 1 or y.max() > 10):
-        raise DataFormatError(f"{path}: labels must be 1..10 (10 means digit 0), found {y.min()}..{y.max()}")
-    images = np.ascontiguousarray(np.transpose(x, (3, 0, 1, 2)), dtype=np.uint8)
+    if y.size and (y.dtype.kind not in "iuf" or np.isnan(y).any() or y.min() < 1 or y.max() > 10
+                   or np.any(y % 1 != 0)):
+        found = f"{y.min()}..{y.max()}" if y.dtype.kind in "iuf" else f"dtype {y.dtype}"
+        raise DataFormatError(f"{path}: labels y must be whole numbers 1..10 (10 means digit 0), found {found}")
+    pixels = checked_pixels(x, f"{path}: X", unit_floats=True)
+    images = np.ascontiguousarray(np.transpose(pixels, (3, 0, 1, 2)).round(), dtype=np.uint8)
     return DigitSet(images, np.where(y == 10, 0, y))
 
 
@@ -117,15 +121,7 @@ def load_npz(path: str | Path) -> DigitData:
         raise DataFormatError(f"{path}: not a readable .npz file ({e})") from None
     if x.ndim not in (3, 4) or x.shape[1:3] != (32, 32):
         raise DataFormatError(f"{path}: X must be (N, 32, 32) or (N, 32, 32, 3), got {x.shape}")
-    if x.dtype != np.uint8:
-        if x.dtype.kind not in "iuf":
-            raise DataFormatError(f"{path}: X must hold pixel numbers (uint8 0..255, or floats), got {x.dtype}")
-        if x.size and (np.isnan(x).any() or x.min() < 0 or x.max() > 255):
-            raise DataFormatError(f"{path}: X pixels must be 0..255")
-        floats = x.dtype.kind == "f"
-        x = x.astype(np.float32)
-        if x.size and floats and x.max() <= 1:   # floats 0..1, as after the notebook's `/ 255`
-            x *= 255
+    x = checked_pixels(x, f"{path}: X", unit_floats=True)
     try:
         data = DigitSet(x, y, sources)
     except DataFormatError as e:
@@ -135,6 +131,23 @@ def load_npz(path: str | Path) -> DigitData:
     else:
         train, test = _fixed_holdout(data)
     return DigitData(path.name, train, test)
+
+
+def checked_pixels(x: np.ndarray, what: str, unit_floats: bool) -> np.ndarray:
+    """uint8 pixels as they are; other numbers checked to lie in 0..255 (NaN refused) and given as
+    float32, floats in 0..1 scaled to 0..255 when `unit_floats` (as after the notebook's `/ 255`)."""
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype.kind not in "iuf":
+        raise DataFormatError(f"{what} must hold pixel numbers (uint8 0..255, or floats), got {x.dtype}")
+    if x.size and (np.isnan(x).any() or x.min() < 0 or x.max() > 255):
+        found = "NaN" if np.isnan(x).any() else f"{x.min()}..{x.max()}"
+        raise DataFormatError(f"{what}: pixels must be 0..255, found {found}")
+    floats = x.dtype.kind == "f"
+    x = x.astype(np.float32)
+    if x.size and floats and unit_floats and x.max() <= 1:
+        x *= 255
+    return x
 
 
 def _fixed_holdout(data: DigitSet, fraction: float = 0.2) -> tuple[DigitSet, DigitSet]:

@@ -21,6 +21,7 @@ import re
 import shutil
 import struct
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +207,9 @@ def load_labels_json(path: str | Path) -> NumberSet:
             raise DataFormatError(
                 f"{path}: entry '{file}' needs \"label\" and \"boxes\" [[left, top, width, height, digit], ...]"
             ) from None
+        problem = box_rows_problem(rows, digits_up_to=9)
+        if problem:
+            raise DataFormatError(f"{path}: entry '{file}': {problem}")
         if not label.isdigit() or label != "".join(str(int(d)) for d in rows[:, 4]):
             raise DataFormatError(f"{path}: entry '{file}': label '{label}' does not match its boxes")
         image = folder / file
@@ -215,6 +219,19 @@ def load_labels_json(path: str | Path) -> NumberSet:
         labels.append(label)
         boxes.append(np.rint(rows).astype(np.int32))
     return NumberSet(str(path.parent), files, labels, boxes)
+
+
+def box_rows_problem(rows: np.ndarray, digits_up_to: int, sizes: bool = True) -> str | None:
+    """What is wrong with (M, 5) [left, top, width, height, digit] rows, or None: every value finite,
+    each digit a whole number 0..`digits_up_to`, and (`sizes`) each box wider and higher than 0."""
+    if not np.isfinite(rows).all():
+        return "box values must be finite numbers"
+    if sizes and np.any(rows[:, 2:4] <= 0):
+        return "every box needs a width and height above 0"
+    digits = rows[:, 4]
+    if np.any(digits % 1) or np.any(digits < 0) or np.any(digits > digits_up_to):
+        return f"box digits must be whole numbers 0..{digits_up_to}, found {', '.join(f'{d:g}' for d in digits)}"
+    return None
 
 
 def _natural_key(name: str) -> tuple:
@@ -250,7 +267,7 @@ def read_digit_struct(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarr
             with np.load(cache) as f:
                 if np.array_equal(f["stamp"], stamp):
                     return f["names"].tolist(), f["counts"], f["boxes"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache is rebuilt below
     names, counts, boxes = _parse_digit_struct(path)
     try:
@@ -292,11 +309,15 @@ def _parse_digit_struct(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
                 entries = [slow.entry(i) for i in range(len(entries))]
     names = [n for n, _ in entries]
     counts = np.array([len(b) for _, b in entries], np.int64)
+    if np.any(counts == 0):
+        i = int(np.flatnonzero(counts == 0)[0])
+        raise DataFormatError(f"{path}: entry {i + 1} ({names[i]}) has no digit boxes; every SVHN photo has some")
     boxes = np.concatenate([b for _, b in entries]) if entries else np.zeros((0, 5))
-    labels = boxes[:, 4]
-    if labels.size and (labels.min() < 0 or labels.max() > 10 or np.any(labels % 1)):
-        raise DataFormatError(f"{path}: digit labels must be 1..10 (10 means 0), found {labels.min()}..{labels.max()}")
-    boxes[:, 4] = labels % 10
+    # sizes unchecked: one odd box of the official tables' hundreds of thousands should not refuse them all
+    problem = box_rows_problem(boxes, digits_up_to=10, sizes=False)
+    if problem:
+        raise DataFormatError(f"{path}: {problem.replace('0..10', '1..10 (10 means 0)')}")
+    boxes[:, 4] = boxes[:, 4] % 10
     return names, counts, np.rint(boxes).astype(np.int32)
 
 
@@ -513,7 +534,14 @@ def load_svhn_full(split: str = "test") -> NumberSet:
     if not (folder / "digitStruct.mat").is_file():
         from housenum.data.download import fetch
 
-        extract_split(fetch(f"{split}.tar.gz"), split, folder)
+        archive = fetch(f"{split}.tar.gz")
+        try:
+            extract_split(archive, split, folder)
+        except DataFormatError as e:
+            # no size or md5 is published for these, so a damaged download is known only now
+            archive.unlink(missing_ok=True)
+            raise DataFormatError(f"{e}".replace("delete it and fetch again",
+                                                 "deleted it, so the next run downloads it again")) from None
     return load_digit_struct(folder / "digitStruct.mat")
 
 
