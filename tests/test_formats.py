@@ -1,5 +1,7 @@
 """Each loader on fixtures written in the exact official layouts, and every bad-input case."""
 
+import zipfile
+
 import h5py
 import numpy as np
 import pytest
@@ -138,6 +140,12 @@ def test_mat_and_course_h5_pixels_outside_0_255_are_refused_not_wrapped(tmp_path
     assert np.abs(read_official_mat(path).images.astype(int) - crops["X"][:5]).max() <= 1
     course = tmp_path / "course.h5"
     write_course_h5(course, crops)
+    scaled = load_course_h5(course).test.images
+    with h5py.File(course, "a") as f:
+        unit = f["X_test"][()] / 255.0
+        del f["X_test"]
+        f["X_test"] = unit                              # saved after the notebook's `/ 255`
+    assert np.allclose(load_course_h5(course).test.images, scaled, atol=1e-3)
     with h5py.File(course, "a") as f:
         f["X_test"][0, 0, 0] = np.nan
     with pytest.raises(DataFormatError, match="course.h5: X_test: pixels must be 0..255, found NaN"):
@@ -169,6 +177,7 @@ def test_course_h5_missing_dataset_and_corrupt(tmp_path, crops):
     ({"X": np.zeros((4, 32, 32, 3), np.uint8), "y": np.array([0, 1, 2, 10])}, "labels must be whole numbers 0..9"),
     ({"X": np.zeros((4, 32, 32, 3), np.uint8), "y": np.zeros(3)}, "4 images but 3 labels"),
     ({"X": np.zeros((4, 32, 32, 2), np.uint8), "y": np.zeros(4)}, "1 or 3 channels"),
+    ({"X": np.zeros((3, 32, 32), np.uint8), "y": np.array([1j, 2, 3])}, "labels must be numbers, got dtype complex"),
 ])
 def test_bad_npz_contents(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"
@@ -190,6 +199,11 @@ def test_npz_pixels_as_floats_0_1_read_as_0_255_and_non_numbers_are_refused(tmp_
 
 def test_corrupt_npz_and_unknown_spec(tmp_path):
     path = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path, "w") as z:           # a zip, but of raw bytes rather than .npy arrays
+        z.writestr("X", b"pixels")
+        z.writestr("y", b"labels")
+    with pytest.raises(DataFormatError, match="X, y not stored as numpy arrays"):
+        load_digits(str(path))
     path.write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(DataFormatError, match="not a readable .npz"):
         load_digits(str(path))

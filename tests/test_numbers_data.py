@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import shutil
 import tarfile
 import threading
 import time
@@ -16,7 +18,7 @@ import pytest
 
 from housenum.data import numbers
 from housenum.data.numbers import load_digit_struct, load_labels_json, load_numbers, read_digit_struct
-from housenum.errors import DataFormatError
+from housenum.errors import DataFormatError, HousenumError
 
 MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Dec 05 10:00:00 2011 HDF5 schema 1.00 ."
 
@@ -129,6 +131,10 @@ def test_damaged_cache_is_rebuilt_and_an_entry_without_boxes_refused(tmp_path, r
     assert read_digit_struct(path)[0] == first[0]
     write_digit_struct(path, [("1.png", real_entries[0][2]), ("2.png", [])])
     with pytest.raises(DataFormatError, match=r"entry 2 \(2.png\) has no digit boxes"):
+        read_digit_struct(path)
+    write_digit_struct(path, [("1.png", real_entries[0][2]), ("2.png", [[1, 2, 3, 4, 5], [9, 2, 3, 4, 11]])])
+    with pytest.raises(DataFormatError, match=r"entry 2 \(2.png\): box digits must be whole numbers 1..10 "
+                                              r"\(10 means 0\), found 11 \(box 2\)$"):
         read_digit_struct(path)
 
 
@@ -262,3 +268,22 @@ def test_svhn_full_rejects_unknown_split_and_bad_archive(server, tmp_path, monke
     with pytest.raises(DataFormatError, match="not a readable tar.gz.*deleted it, so the next run downloads it"):
         load_numbers("svhn-full:train")
     assert not (tmp_path / "cache" / "train.tar.gz").exists()   # no size or md5 to catch it before
+
+
+def test_svhn_full_keeps_a_good_archive_when_the_disk_fails(server, tmp_path, monkeypatch):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        _add(tar, "train/1.png", b"png bytes")
+    server.files["train.tar.gz"] = buffer.getvalue()
+    monkeypatch.setenv("HOUSENUM_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HOUSENUM_DATA", str(tmp_path / "cache"))
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", full_disk)
+    with pytest.raises(HousenumError, match="could not extract .*No space left") as caught:
+        load_numbers("svhn-full:train")
+    assert not isinstance(caught.value, DataFormatError)
+    assert (tmp_path / "cache" / "train.tar.gz").stat().st_size == len(buffer.getvalue())
+    assert not (tmp_path / "cache" / "svhn-full" / ".train.partial").exists()

@@ -33,7 +33,7 @@ class DigitSet:
         labels = np.asarray(self.labels).reshape(-1)
         if len(labels) != len(self.images):
             raise DataFormatError(f"{len(self.images)} images but {len(labels)} labels")
-        if labels.size and not np.issubdtype(labels.dtype, np.number):
+        if labels.size and labels.dtype.kind not in "iuf":   # complex or bool labels are no digits either
             raise DataFormatError(f"labels must be numbers, got dtype {labels.dtype}")
         if labels.size and (labels.min() < 0 or labels.max() > 9 or np.any(labels % 1 != 0)):
             raise DataFormatError(

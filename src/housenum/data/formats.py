@@ -48,7 +48,7 @@ def load_course_h5(path: str | Path) -> DigitData:
         x, y = arrays[f"X_{name}"], arrays[f"y_{name}"]
         if x.ndim != 3 or x.shape[1:] != (32, 32):
             raise DataFormatError(f"{path}: X_{name} must be (N, 32, 32), got {x.shape}")
-        x = checked_pixels(x, f"{path}: X_{name}", unit_floats=False).astype(np.float32)
+        x = checked_pixels(x, f"{path}: X_{name}").astype(np.float32)
         try:
             splits[name] = DigitSet(x, y)
         except DataFormatError as e:
@@ -76,7 +76,7 @@ def read_official_mat(path: str | Path) -> DigitSet:
                    or np.any(y % 1 != 0)):
         found = f"{y.min()}..{y.max()}" if y.dtype.kind in "iuf" else f"dtype {y.dtype}"
         raise DataFormatError(f"{path}: labels y must be whole numbers 1..10 (10 means digit 0), found {found}")
-    pixels = checked_pixels(x, f"{path}: X", unit_floats=True)
+    pixels = checked_pixels(x, f"{path}: X")
     images = np.ascontiguousarray(np.transpose(pixels, (3, 0, 1, 2)).round(), dtype=np.uint8)
     return DigitSet(images, np.where(y == 10, 0, y))
 
@@ -109,6 +109,11 @@ def load_npz(path: str | Path) -> DigitData:
                 )
             x, y = f["X"], f["y"]
             sources = f["source_image"] if "source_image" in f.files else None
+            not_arrays = [k for k, v in (("X", x), ("y", y), ("source_image", sources))
+                          if v is not None and not isinstance(v, np.ndarray)]
+            if not_arrays:   # zip members not written by numpy.save come back as raw bytes
+                raise DataFormatError(f"{path}: {', '.join(not_arrays)} not stored as numpy arrays (.npy "
+                                      "members, as numpy.savez writes)")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         with open(path, "rb") as f:
             zipped = f.read(2) == b"PK"      # a zip cut short or garbled is "not readable", below
@@ -121,7 +126,7 @@ def load_npz(path: str | Path) -> DigitData:
         raise DataFormatError(f"{path}: not a readable .npz file ({e})") from None
     if x.ndim not in (3, 4) or x.shape[1:3] != (32, 32):
         raise DataFormatError(f"{path}: X must be (N, 32, 32) or (N, 32, 32, 3), got {x.shape}")
-    x = checked_pixels(x, f"{path}: X", unit_floats=True)
+    x = checked_pixels(x, f"{path}: X")
     try:
         data = DigitSet(x, y, sources)
     except DataFormatError as e:
@@ -133,9 +138,9 @@ def load_npz(path: str | Path) -> DigitData:
     return DigitData(path.name, train, test)
 
 
-def checked_pixels(x: np.ndarray, what: str, unit_floats: bool) -> np.ndarray:
+def checked_pixels(x: np.ndarray, what: str) -> np.ndarray:
     """uint8 pixels as they are; other numbers checked to lie in 0..255 (NaN refused) and given as
-    float32, floats in 0..1 scaled to 0..255 when `unit_floats` (as after the notebook's `/ 255`)."""
+    float32, floats in 0..1 scaled to 0..255 (as after the notebook's `/ 255`)."""
     if x.dtype == np.uint8:
         return x
     if x.dtype.kind not in "iuf":
@@ -145,7 +150,7 @@ def checked_pixels(x: np.ndarray, what: str, unit_floats: bool) -> np.ndarray:
         raise DataFormatError(f"{what}: pixels must be 0..255, found {found}")
     floats = x.dtype.kind == "f"
     x = x.astype(np.float32)
-    if x.size and floats and unit_floats and x.max() <= 1:
+    if x.size and floats and x.max() <= 1:
         x *= 255
     return x
 

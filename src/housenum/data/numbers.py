@@ -22,20 +22,21 @@ import shutil
 import struct
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from housenum.errors import DataFormatError
+from housenum.errors import DataFormatError, HousenumError
 from housenum.io import atomic_path
 from housenum.preprocess import open_image
 
 BOX_FIELDS = ("left", "top", "width", "height", "label")  # column order of a box row; label 0..9
 FULL_SPLITS = ("train", "test", "extra")
 SYNTHETIC_DEFAULT = 2000
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # bump when parsing checks change, so older caches are parsed again
 
 
 # --- The in-memory form ---------------------------------------------------------------------------
@@ -229,8 +230,10 @@ def box_rows_problem(rows: np.ndarray, digits_up_to: int, sizes: bool = True) ->
     if sizes and np.any(rows[:, 2:4] <= 0):
         return "every box needs a width and height above 0"
     digits = rows[:, 4]
-    if np.any(digits % 1) or np.any(digits < 0) or np.any(digits > digits_up_to):
-        return f"box digits must be whole numbers 0..{digits_up_to}, found {', '.join(f'{d:g}' for d in digits)}"
+    bad = np.flatnonzero((digits % 1 != 0) | (digits < 0) | (digits > digits_up_to))
+    if bad.size:   # name a few: an official table has hundreds of thousands of boxes
+        found = ", ".join(f"{digits[i]:g} (box {i + 1})" for i in bad[:3]) + (", ..." if bad.size > 3 else "")
+        return f"box digits must be whole numbers 0..{digits_up_to}, found {found}"
     return None
 
 
@@ -314,9 +317,12 @@ def _parse_digit_struct(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
         raise DataFormatError(f"{path}: entry {i + 1} ({names[i]}) has no digit boxes; every SVHN photo has some")
     boxes = np.concatenate([b for _, b in entries]) if entries else np.zeros((0, 5))
     # sizes unchecked: one odd box of the official tables' hundreds of thousands should not refuse them all
-    problem = box_rows_problem(boxes, digits_up_to=10, sizes=False)
-    if problem:
-        raise DataFormatError(f"{path}: {problem.replace('0..10', '1..10 (10 means 0)')}")
+    if box_rows_problem(boxes, digits_up_to=10, sizes=False):   # then name the first entry at fault
+        for i, (name, rows) in enumerate(entries):
+            problem = box_rows_problem(rows, digits_up_to=10, sizes=False)
+            if problem:
+                problem = problem.replace("0..10", "1..10 (10 means 0)")
+                raise DataFormatError(f"{path}: entry {i + 1} ({name}): {problem}")
     boxes[:, 4] = boxes[:, 4] % 10
     return names, counts, np.rint(boxes).astype(np.int32)
 
@@ -565,7 +571,13 @@ def extract_split(archive: Path, split: str, folder: Path) -> None:
                     continue
                 with tar.extractfile(member) as src, open(tmp / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno is None:   # gzip's BadGzipFile: the archive, not the disk
+            raise DataFormatError(f"{archive}: not a readable tar.gz ({e}); delete it and fetch again") from None
+        # a full disk or a read-only cache says nothing about the archive, which is kept
+        raise HousenumError(f"could not extract {archive} into {folder.parent}: {e}") from None
+    except (tarfile.TarError, EOFError, zlib.error) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataFormatError(f"{archive}: not a readable tar.gz ({e}); delete it and fetch again") from None
     if not (tmp / "digitStruct.mat").is_file():
