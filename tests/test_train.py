@@ -14,7 +14,8 @@ from PIL import Image
 
 from housenum.checkpoint import load_model, read_checkpoint, save_checkpoint
 from housenum.data import load_digits
-from housenum.errors import ModelError
+from housenum.data import DigitData, DigitSet
+from housenum.errors import DataFormatError, ModelError
 from housenum.evaluate import evaluate_run
 from housenum.models import create_model
 from housenum.predict import predict_digits
@@ -313,6 +314,17 @@ def test_all_data_trains_on_the_test_split_too_and_validation_stays_apart(small_
     assert set(data.test.sources) - set(val_set.sources) <= set(train_set.sources)
     assert not set(train_set.sources) & set(val_set.sources)
     assert 0.02 < len(val_set) / (len(train_set) + len(val_set)) < 0.1
+
+
+def test_a_file_sorted_by_label_is_refused_rather_than_validated_on_two_digits(crops):
+    order = np.argsort(crops["y"][:1000], kind="stable")
+    images, labels = crops["X"][:1000][order], crops["y"][:1000][order]
+    sorted_data = DigitData("sorted.npz", DigitSet(images, labels), DigitSet(images[:10], labels[:10]))
+    with pytest.raises(DataFormatError, match=r"holds only digit\(s\) 7, 8, 9: the file looks sorted by label"):
+        split_for_training(sorted_data, TrainConfig(model="ann1").resolved())
+    shuffled = np.random.default_rng(0).permutation(1000)
+    mixed = DigitData("mixed.npz", DigitSet(images[shuffled], labels[shuffled]), sorted_data.test)
+    assert len(np.unique(split_for_training(mixed, TrainConfig(model="ann1").resolved())[1].labels)) == 10
 
 
 def test_checkpoint_last_keeps_the_final_epoch_whatever_validation_says(small_npz, tmp_path):

@@ -426,6 +426,13 @@ def split_for_training(data: DigitData, cfg: TrainConfig) -> tuple[DigitSet, Dig
         split = f"--fold {cfg.fold}" if cfg.fold is not None else f"--val-fraction {cfg.val_fraction}"
         raise DataFormatError(f"{data.name}: {split} leaves no {side} digits of its {len(pool)}; "
                               "give more data or another split")
+    val_digits, train_digits = np.unique(val_set.labels), np.unique(train_set.labels)
+    if pool.sources is None and len(val_set) >= 100 and len(val_digits) <= len(train_digits) // 2:
+        # Keras' unshuffled last fraction of a file sorted by label: validation would score two digits
+        raise DataFormatError(
+            f"{data.name}: the validation split (its last {len(val_set)} digits, unshuffled as Keras' "
+            f"validation_split) holds only digit(s) {', '.join(map(str, val_digits))}: the file looks sorted "
+            "by label; shuffle it, or save source_image so photos are split instead")
     if cfg.synthetic:
         from housenum.data.synthetic import synthetic_digits
 
