@@ -2,10 +2,26 @@
 
 Each run trains on crops.npz's training photos (validation: one of 5 source-photo folds, chosen by
 seed) and is scored on the test split (20% of the source photos, never seen in training), with
-and without test-time augmentation. Prints one line per run and a mean ± std table per config.
+and without test-time augmentation. Prints one JSON line per run, then a table per config: mean ±
+sd of the test accuracy (plain, with TTA, on the exact official test pixels), mean ECE, accuracy at
+95% coverage, training seconds and seconds to validation accuracy 0.886 (the Keras cnn2 figure;
+`seconds_to_val_0.886` in the JSON lines). `--rescore` prints the same table for the runs it scores.
 
-    python benchmarks/digits_accuracy.py --configs strong --seeds 3          # the shipped recipe
+The shipped digit model's recipe (`mid_mixup_bf16_135`, the default: `resnet_mid`, the `strong`
+recipe with mixup 0.2, bf16, 135 epochs of 8,605 digits; README, "Shipped digit model"), kept, then
+scored on its last epochs as the README reports it:
+
+    python benchmarks/digits_accuracy.py --configs mid_mixup_bf16_135 --seeds 3 --jobs 2 --threads 1 \\
+        --device cpu --keep runs/mid
+    python benchmarks/digits_accuracy.py --last --rescore runs/mid/mid_mixup_bf16_135_seed*
     python benchmarks/digits_accuracy.py --configs all --seeds 3 --jobs 8    # every lever (GPU)
+
+A few configs start from other runs kept in runs/: fast_distill (teachers runs/levers/fast_seed0-2:
+`--configs fast --seeds 3 --keep runs/levers`), fast_synth_init (runs/levers/synth_pretrain:
+`housenum train --model resnet_fast --data synthetic:20000 --epochs 3 --out runs/levers/synth_pretrain`),
+tiny_distill and tiny_distill_online (teacher runs/tradeoff/fast_mixup_seed0: `--configs fast_mixup
+--seeds 1 --keep runs/tradeoff`). `--configs all` skips those whose runs are missing, with a line
+saying so; naming one of them stops with that line instead.
 """
 
 from __future__ import annotations
@@ -13,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import re
 import statistics
 import sys
 import tempfile
@@ -24,8 +41,9 @@ sys.path.insert(0, str(ROOT / "src"))
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "svhn" / "crops.npz"
 KERAS_CNN2 = 0.886  # the notebook's cnn2 in TF/Keras on real SVHN test digits (issue 3)
 
-# Each lever is the shipped recipe ("strong": resnet, RGB, augmentation, label smoothing 0.1,
-# OneCycle, AdamW 5e-4, EMA 0.999, 30 epochs) with one change.
+# The first levers are the "strong" recipe on resnet (RGB, augmentation, label smoothing 0.1, OneCycle,
+# AdamW 5e-4, EMA 0.999, 30 epochs) with one change; the later ones build on resnet_fast, resnet_tiny
+# and resnet_mid with mixup. The shipped digit model's recipe is mid_mixup_bf16_135.
 CONFIGS: dict[str, dict] = {
     "cnn2_notebook": {"model": "cnn2"},
     "resnet_plain": {"model": "resnet", "recipe": "notebook"},
@@ -97,6 +115,52 @@ CONFIGS: dict[str, dict] = {
     "epochs_15": {"model": "resnet", "epochs": 15},
     "epochs_45": {"model": "resnet", "epochs": 45},
 }
+
+
+# configs that start from other kept runs, and how to make those runs
+NEEDS_RUNS = {
+    "fast_distill": "python benchmarks/digits_accuracy.py --configs fast --seeds 3 --keep runs/levers",
+    "fast_synth_init": "housenum train --model resnet_fast --data synthetic:20000 --epochs 3 "
+                       "--out runs/levers/synth_pretrain",
+    "tiny_distill": "python benchmarks/digits_accuracy.py --configs fast_mixup --seeds 1 --keep runs/tradeoff",
+    "tiny_distill_online": "python benchmarks/digits_accuracy.py --configs fast_mixup --seeds 1 --keep runs/tradeoff",
+}
+
+
+def missing_runs(name: str) -> list[str]:
+    """The runs a config starts from (teachers, initial weights) that are not there."""
+    settings = CONFIGS[name]
+    needed = [*settings.get("teachers", []), *([settings["init"]] if settings.get("init") else [])]
+    return [p for p in needed if not Path(p).exists()]
+
+
+def summarise(groups: dict[str, list[dict]]) -> None:
+    """Mean ± sd per group of rows: a config's runs, or rescored run folders (a folder without its _seedN)."""
+    groups = {k: rs for k, rs in groups.items() if rs}
+    rows = [r for rs in groups.values() for r in rs]
+    width = max([20, *(len(g) + 2 for g in groups)])
+    timed = all("train_seconds" in r for r in rows)
+    official = all("test_acc_official" in r for r in rows)
+    print(f"\n{'config' if timed else 'runs':<{width}}{'runs':>5}{'test acc':>18}{'with TTA':>18}"
+          + (f"{'official':>18}" if official else "") + f"{'ECE':>8}{'acc@95%cov':>12}"
+          + (f"{'train s':>9}{'s to val 0.886':>20}" if timed else ""))
+    for name, rs in groups.items():
+        def ms(k: str, rs=rs) -> str:
+            v = [r[k] for r in rs]
+            return f"{statistics.mean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0:.4f}"
+
+        line = f"{name:<{width}}{len(rs):>5}{ms('test_acc'):>18}{ms('test_acc_tta'):>18}"
+        if official:
+            line += f"{ms('test_acc_official'):>18}"
+        line += (f"{statistics.mean(r['ece'] for r in rs):>8.4f}"
+                 f"{statistics.mean(r['acc_at_95_coverage'] for r in rs):>12.4f}")
+        if timed:
+            reached = [r["seconds_to_val_0.886"] for r in rs if r.get("seconds_to_val_0.886") is not None]
+            to_bar = "never" if not reached else (
+                f"{statistics.mean(reached):.0f} ({min(reached):.0f}-{max(reached):.0f})"
+                + ("" if len(reached) == len(rs) else f", {len(reached)} of {len(rs)}"))
+            line += f"{statistics.mean(r['train_seconds'] for r in rs):>9.0f}{to_bar:>20}"
+        print(line)
 
 
 def run_one(args: tuple[str, int, str, str, int | None, int, str | None]) -> dict:
@@ -182,7 +246,9 @@ def score_run(run: str | Path | list, digits, data: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="strong", help=f"comma list or 'all' of: {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default="mid_mixup_bf16_135",
+                        help="comma list or 'all' (the configs needing runs not in runs/ are skipped) of: "
+                             f"{', '.join(CONFIGS)}; default: the shipped digit model's recipe, mid_mixup_bf16_135")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -202,17 +268,31 @@ def main() -> None:
         from housenum.data import load_digits
 
         digits = load_digits(args.data)
+        scored = []
         for run in args.rescore:
             with tempfile.TemporaryDirectory() as tmp:
                 members = run.split("+")
                 weights = [last_epoch_weights(m, Path(tmp) / str(k)) if args.last else m for k, m in enumerate(members)]
-                print(json.dumps({"run": run, "weights": "last" if args.last else "best",
-                                  **score_run(weights, digits, args.data)}), flush=True)
+                scored.append({"run": run, "weights": "last" if args.last else "best",
+                               **score_run(weights, digits, args.data)})
+                print(json.dumps(scored[-1]), flush=True)
+        groups: dict[str, list[dict]] = {}
+        for r in scored:   # an ensemble (RUN+RUN) is its own group; seeds of one config are one
+            name = r["run"] if "+" in r["run"] else re.sub(r"_seed\d+$", "", r["run"].rstrip("/"))
+            groups.setdefault(name, []).append(r)
+        summarise(groups)
         return
     names = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
     for n in names:
         if n not in CONFIGS:
             parser.error(f"unknown config {n}")
+    for n in list(names):
+        if missing_runs(n):
+            message = f"{n} starts from {', '.join(missing_runs(n))}, not there: make it with `{NEEDS_RUNS[n]}`"
+            if args.configs != "all":
+                parser.error(message)
+            print(f"skipping {message}", flush=True)
+            names.remove(n)
     import os
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
@@ -227,18 +307,7 @@ def main() -> None:
             if args.out:
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
-    print(f"\n{'config':<20}{'runs':>5}{'test acc':>18}{'with TTA':>18}{'ECE':>8}{'acc@95%cov':>12}{'train s':>9}")
-    for n in names:
-        rs = [r for r in rows if r["config"] == n]
-
-        def ms(key: str, rs=rs) -> str:
-            v = [r[key] for r in rs]
-            return f"{statistics.mean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0:.4f}"
-
-        print(f"{n:<20}{len(rs):>5}{ms('test_acc'):>18}{ms('test_acc_tta'):>18}"
-              f"{statistics.mean(r['ece'] for r in rs):>8.4f}"
-              f"{statistics.mean(r['acc_at_95_coverage'] for r in rs):>12.4f}"
-              f"{statistics.mean(r['train_seconds'] for r in rs):>9.0f}")
+    summarise({n: [r for r in rows if r["config"] == n] for n in names})
 
 
 class _Serial:
