@@ -1,9 +1,10 @@
 """The same models in TensorFlow/Keras 2.15, side by side with housenum (run by train_speed.py for
 throughput and by notebook_models.py for accuracy on the same data).
 
-Runs in an interpreter that has TensorFlow (e.g. `pip install 'housenum[bench]'` in its own venv,
-since TF 2.15 needs numpy<2). Prints one JSON line: seconds per epoch, images per second, and the
-predicted digits of the test set when the data file has one (`xt`, `yt`).
+Runs in an interpreter that has TensorFlow, in its own venv since TF 2.15 needs numpy<2 (beside the
+repository: `python -m venv ../tfenv && ../tfenv/bin/pip install tensorflow-cpu==2.15.1`). Prints
+one JSON line: seconds per epoch, images per second, and the predicted digits of the test set when
+the data file has one (`xt`, `yt`).
 
     python keras_reference.py DATA.npz MODEL EPOCHS BATCH THREADS [LR]
 """

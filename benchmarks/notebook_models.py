@@ -9,7 +9,10 @@ the very same training and validation digits (benchmarks/keras_reference.py) and
 same test digits: the like-for-like comparison (the issue's Keras figures came from a run that
 trained on 80% of the digits, where these train on 64%: 20% is held out here as the test split).
 
-    python benchmarks/notebook_models.py --seeds 1 --threads 2 --keras-python /work/tfenv/bin/python
+    python benchmarks/notebook_models.py --seeds 1 --threads 2 --keras-python ../tfenv/bin/python
+
+(the Keras venv beside the repository: `python -m venv ../tfenv && ../tfenv/bin/pip install
+tensorflow-cpu==2.15.1`; TF 2.15 needs numpy<2)
 """
 
 from __future__ import annotations

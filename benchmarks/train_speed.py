@@ -2,10 +2,10 @@
 
 Same data (crops.npz's training split, validation by source photo), same batch size, same threads.
 Per-epoch time includes the validation pass for both. Keras runs in the interpreter given by
---keras-python (TF 2.15 needs numpy<2, so it lives in its own venv: `python -m venv tfenv &&
-tfenv/bin/pip install tensorflow-cpu==2.15.1`).
+--keras-python (TF 2.15 needs numpy<2, so it lives in its own venv beside the repository:
+`python -m venv ../tfenv && ../tfenv/bin/pip install tensorflow-cpu==2.15.1`).
 
-    python benchmarks/train_speed.py --keras-python /work/tfenv/bin/python
+    python benchmarks/train_speed.py --keras-python ../tfenv/bin/python
 """
 
 from __future__ import annotations
