@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -168,9 +169,15 @@ async def run_load(url: str, path: str, payloads: list[bytes], clients: int, sec
             rss.append(round(server_rss_mb(pid), 1))
             await asyncio.sleep(5)
 
+    # the measured time is the clients' alone: the sampler may be asleep past the deadline (--seconds
+    # not a multiple of 5), so it is stopped once they finish rather than waited for
     start = time.perf_counter()
-    await asyncio.gather(sample_rss(), *(client(i) for i in range(clients)))
+    sampler = asyncio.create_task(sample_rss())
+    await asyncio.gather(*(client(i) for i in range(clients)))
     elapsed = time.perf_counter() - start
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
     ms = np.array(latencies) * 1000
     return {"requests": len(latencies), "seconds": round(elapsed, 2), "rps": round(len(latencies) / elapsed, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
