@@ -5,7 +5,7 @@ seed) and is scored on the test split (20% of the source photos, never seen in t
 and without test-time augmentation. Prints one JSON line per run, then a table per config: mean ±
 sd of the test accuracy (plain, with TTA, on the exact official test pixels), mean ECE, accuracy at
 95% coverage, training seconds and seconds to validation accuracy 0.886 (the Keras cnn2 figure;
-`seconds_to_val_0.886` in the JSON lines). `--rescore` prints the same table for the runs it scores.
+`seconds_to_val_0.886` in the JSON lines). `--rescore` prints the same table, less the times, for the runs it scores.
 
 The shipped digit model's recipe (`mid_mixup_bf16_135`, the default: `resnet_mid`, the `strong`
 recipe with mixup 0.2, bf16, 135 epochs of 8,605 digits; README, "Shipped digit model"), kept, then
