@@ -206,6 +206,10 @@ def bad_cases(tmp_path, crops, run):
         (["evaluate", run, "--data", tiny, "--out", a_file], "exists and is not a folder"),
         (["evaluate-numbers", "synthetic:0"], "needs N >= 1"),
         (["compare", "--models", ","], "names no model"),
+        (["compare", "--models", "ann1", "--data", tmp_path / "missing.npz", "--out", tmp_path / "refused"],
+         "no such file"),
+        ([*train[:-1], a_file], "is a file; the run folder must be a folder"),
+        ([*train[:-1], run, "--lr", "-1"], "lr must be a number above 0"),   # before "replacing the run in"
         (["read", digit, "--out", a_file], "exists and is not a folder"),
         (["train-reader", "--data", "synthetic:20", "--epochs", "0", "--out", tmp_path / "r"], "epochs must be 1"),
         (["train-reader", "--data", "synthetic:20", "--synthetic", "-3", "--out", tmp_path / "r"],
@@ -234,6 +238,7 @@ def test_bad_input_is_one_clear_line(compared, crops, tmp_path):
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
         assert message in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+    assert not (tmp_path / "refused").exists()   # compare refused before training leaves no empty folder
 
 
 def test_help_shows_no_value_beside_an_on_off_flag():

@@ -37,7 +37,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save({"format": FORMAT, **state}, tmp)
 
 
-def read_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such checkpoint")
     try:

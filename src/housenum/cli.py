@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -317,7 +318,10 @@ def train_cmd(
                       all_data=all_data, checkpoint=checkpoint, mixup=mixup, cutmix=cutmix, optimizer=optimizer,
                       sam=sam, schedule=schedule, device=device, precision=precision,
                       init=str(init) if init else None)
-    if resume is None and any((run_dir / name).exists() for name in ("last.pt", "best.pt")):
+    if resume is None:
+        cfg.resolved()   # a bad setting is refused before anything is said about the run folder
+    main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun, one line from rank 0, not one per rank
+    if resume is None and main_rank and any((run_dir / name).exists() for name in ("last.pt", "best.pt")):
         typer.echo(f"replacing the run in {run_dir} (--resume {run_dir} would continue it)", err=True)
     try:
         result = train(cfg, run_dir, resume=resume is not None)
@@ -329,8 +333,9 @@ def train_cmd(
             _err("interrupted before the first epoch finished: nothing to resume")
         raise typer.Exit(130) from None
     last = result.history[-1] if result.history else {}
-    typer.echo(f"{result.config.model}: best val_acc {result.best_val_acc:.4f}, "
-               f"last val_acc {last.get('val_acc', 0):.4f}, {result.train_seconds:.1f} s; run folder {run_dir}")
+    if main_rank:
+        typer.echo(f"{result.config.model}: best val_acc {result.best_val_acc:.4f}, "
+                   f"last val_acc {last.get('val_acc', 0):.4f}, {result.train_seconds:.1f} s; run folder {run_dir}")
 
 
 @app.command("evaluate", cls=_Command)

@@ -60,16 +60,28 @@ def compare(models: list[str] | None = None, data: str = DEFAULT_SPEC, out_dir: 
     if epochs is not None and epochs < 1:
         raise ModelError(f"epochs must be 1 or more, got {epochs}")
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_and_report(models, data, out_dir, quick, epochs, seed, channels, progress, on_model)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):   # refused before any model trained: leave no empty folder
+            out_dir.rmdir()
+        raise
+
+
+def _train_and_report(models: list[str], data: str, out_dir: Path, quick: bool, epochs: int | None, seed: int,
+                      channels: int | None, progress: bool,
+                      on_model: Callable[[str, int, int], None] | None) -> list[dict]:
     loaded_data: dict[int | None, DigitData] = {}
     entries: list[Entry] = []
     for i, name in enumerate(models):
-        if on_model is not None:
-            on_model(name, i, len(models))
         spec = model_spec(name)
         ch = channels or spec.channels
-        if ch not in loaded_data:
+        if ch not in loaded_data:   # before the model is announced: a bad spec is then the only line
             loaded_data[ch] = load_digits(data, ch)
+        if on_model is not None:
+            on_model(name, i, len(models))
         n_epochs = epochs or (min(spec.epochs, QUICK_EPOCHS) if quick else None)
         cfg = TrainConfig(model=name, data=data, epochs=n_epochs, seed=seed, channels=ch)
         t0 = time.perf_counter()

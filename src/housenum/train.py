@@ -177,8 +177,17 @@ class _Dist:
     def __init__(self, device: torch.device) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1 and not torch.distributed.is_initialized():
+        self.device = device   # NCCL reduces tensors on the GPU only
+        self.owned = self.world > 1 and not torch.distributed.is_initialized()
+        if self.owned:
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def close(self) -> None:
+        """Wait for every rank, then end the group we began: a rank leaving with it live aborts
+        ("terminate called without an active exception") and torchrun fails the whole run."""
+        if self.owned:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
 
     @property
     def main(self) -> bool:
@@ -187,9 +196,23 @@ class _Dist:
     def mean(self, value: float) -> float:
         if self.world == 1:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return t.item() / self.world
+
+
+def epoch_batches(n: int, batch_size: int, world: int) -> list[tuple[int, int]]:
+    """(start, stop) of each rank's batches in its shard of an epoch's n shuffled images.
+
+    Every rank gets the same number of batches (DDP's all-reduce waits for each rank's step), and
+    a last batch of one image joins the one before it (BatchNorm cannot train on a single image).
+    """
+    shard = math.ceil(n / world)   # the shuffled order is padded to world * shard images
+    per_rank = max(1, batch_size // world)
+    bounds = [(i, min(i + per_rank, shard)) for i in range(0, shard, per_rank)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], shard)]
+    return bounds
 
 
 def is_whole(value) -> bool:
@@ -452,6 +475,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
     """
     run_dir = Path(run_dir)
     cfg = config.resolved()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ModelError(f"{run_dir} is a file; the run folder must be a folder (give another --out)")
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     dist = _Dist(device)
@@ -488,7 +513,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         load_initial_weights(model, cfg)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    steps_per_epoch = len(epoch_batches(len(x_train), cfg.batch_size, dist.world))
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
     ema = _EMA(model, cfg.ema) if cfg.ema else None
     net = model
@@ -528,13 +553,13 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         t0 = time.perf_counter()
         net.train()
         order = torch.randperm(len(x_train), generator=gen)
-        shard = order[dist.rank::dist.world]
-        per_rank = max(1, cfg.batch_size // dist.world)
-        batches = range(0, len(shard), per_rank)
+        padding = -len(order) % dist.world   # a few images twice, so that the shards are even
+        shard = torch.cat([order, order[:padding]])[dist.rank::dist.world]
+        batches = epoch_batches(len(x_train), cfg.batch_size, dist.world)
         bar = _progress(len(batches), epoch, cfg.epochs, enabled=progress and dist.main)
         loss_sum = correct = seen = 0
-        for i in batches:
-            idx = shard[i:i + per_rank]
+        for start, stop in batches:
+            idx = shard[start:stop]
             x = pixels_to_tensor(x_train[idx]).to(device, non_blocking=True)
             y = y_train[idx].to(device, non_blocking=True)
             if aug is not None:
@@ -580,13 +605,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['acc']:.4f}",
                             val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}", time=f"{seconds:.1f}s")
             bar.close()
+        improved = val_acc > best_val_acc or cfg.checkpoint == "last"   # every rank: each returns it
+        best_val_acc = val_acc if improved else best_val_acc
         if dist.main:
             ckpt = {"model": cfg.model, "channels": cfg.channels, "config": asdict(cfg),
                     "model_state": eval_model.state_dict(), "epoch": epoch + 1, "history": history,
-                    "train_seconds": elapsed}
-            improved = val_acc > best_val_acc or cfg.checkpoint == "last"
-            best_val_acc = val_acc if improved else best_val_acc
-            ckpt["best_val_acc"] = best_val_acc
+                    "train_seconds": elapsed, "best_val_acc": best_val_acc}
             if improved:
                 save_checkpoint(run_dir / "best.pt", ckpt)
             save_checkpoint(run_dir / "last.pt", {
@@ -600,6 +624,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             on_epoch(row)
     if dist.main and (run_dir / "best.pt").exists():
         _calibrate(run_dir / "best.pt", x_val, y_val)
+    dist.close()
     return TrainResult(run_dir, history, best_val_acc, elapsed, cfg)
 
 
