@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from housenum.checkpoint import DEFAULT_DIGIT_MODEL
-from housenum.errors import ModelError
 
 SHARED_SVHN = Path(__file__).resolve().parents[2] / "shared" / "data" / "svhn"
 
@@ -80,14 +79,11 @@ def reader_model() -> str | None:
 
 @pytest.fixture(scope="session")
 def number_reader(reader_model):
-    """The reader the server loads, in process; None while `housenum.read` or its model is missing,
-    in which case the server must answer /v1/numbers with 503."""
-    try:
-        from housenum.read import NumberReader
+    """The reader the server loads, in process. It ships, so failing to load it fails the tests that
+    use it (test_serve tests the 503 a server without a reader gives, apart)."""
+    from housenum.read import NumberReader
 
-        return NumberReader(reader_model)
-    except (ImportError, ModelError):
-        return None
+    return NumberReader(reader_model)
 
 
 def free_port() -> int:
@@ -97,12 +93,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(args: list[str], log_path: Path):
-    """`housenum serve ARGS` in a subprocess on a free loopback port; yields its base URL once healthy."""
+def serving(args: list[str], log_path: Path, env: dict[str, str] | None = None, uvicorn: bool = False):
+    """`housenum serve ARGS` (or, `uvicorn`, the app factory as a deployment runs it, set by `env`) in
+    a subprocess on a free loopback port; yields its base URL once healthy."""
     port = free_port()
-    cmd = [sys.executable, "-m", "housenum.cli", "serve", "--port", str(port), *args]
+    cmd = ([sys.executable, "-m", "uvicorn", "--factory", "housenum.serve.app:app_from_env"] if uvicorn
+           else [sys.executable, "-m", "housenum.cli", "serve"]) + ["--port", str(port), *args]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -123,6 +122,16 @@ def serving(args: list[str], log_path: Path):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def readerless_server(digit_checkpoint, tmp_path_factory):
+    """A server whose reader failed to load (here: a digit model given as the reader, which the app
+    factory, unlike `housenum serve`, does not check first): /v1/numbers answers 503."""
+    env = {"HOUSENUM_SERVE_DIGIT_MODEL": str(digit_checkpoint), "HOUSENUM_SERVE_NUMBER_MODEL": str(digit_checkpoint),
+           "HOUSENUM_SERVE_THREADS": "1"}
+    with serving([], tmp_path_factory.mktemp("readerless") / "server.log", env, uvicorn=True) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

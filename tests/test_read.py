@@ -50,10 +50,11 @@ def test_known_labels_match_the_data(svhn_dir):
 
 
 def test_reads_real_photos(reader, images):
-    """The shipped reader reads 78% of held-out photos (READER_CARD.md): at least 7 of these 12."""
+    """The shipped reader reads about 0.87-0.89 of held-out photos (READER_CARD.md); these 12 are the
+    first test photos, 10 of them read right when this bar was set: at least 9."""
     readings = reader.read_many([images / name for name in KNOWN])
     right = [r.number == truth for r, truth in zip(readings, KNOWN.values())]
-    assert sum(right) >= 7, [(r.number, t) for r, t in zip(readings, KNOWN.values())]
+    assert sum(right) >= 9, [(r.number, t) for r, t in zip(readings, KNOWN.values())]
     for r in readings:
         assert 0.0 <= r.confidence <= 1.0
         if r.number:
@@ -401,7 +402,12 @@ def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path, monkeypatch):
         shown, outlines, titles, **kw))
     result = ev.evaluate_numbers(str(svhn_dir / "numbers"), files="test_1?.png", out=tmp_path)
     assert result.n == 10  # test_10..19.png
-    assert 0.2 <= result.accuracy <= 1.0
+    labels = json.loads((svhn_dir / "numbers" / "labels.json").read_text())
+    reader = NumberReader()
+    right = [reader.read(svhn_dir / "numbers" / "images" / f"test_{i}.png").number == labels[f"test_{i}.png"]["label"]
+             for i in range(10, 20)]
+    assert result.accuracy == pytest.approx(np.mean(right)) and result.accuracy >= 0.7   # 0.8 when this was set
+    assert len(result.failures) == right.count(False)
     assert result.digit_accuracy >= result.accuracy - 1e-9
     assert set(result.coverage) == set(result.thresholds) == {"95%", "98%"}
     assert sum(v["n"] for v in result.by_length.values()) == 10

@@ -68,8 +68,12 @@ def test_predict_reads_image_files_of_any_mode(trained_run, crops, tmp_path):
     assert len(preds) == 5
     for p in preds:
         assert 0 <= p.digit <= 9 and len(p.top_k) == 3
-        assert abs(sum(q for _, q in p.top_k) - 1) < 1 and p.top_k[0][1] == p.confidence
+        probs = [q for _, q in p.top_k]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-5 and probs[0] == p.confidence
+        assert p.top_k[0][0] == p.digit and len({d for d, _ in p.top_k}) == 3
     assert len({p.digit for p in preds[:2]}) == 1
+    every = predict_digits(paths[:1], run, top_k=10)[0].top_k   # all ten digits: a distribution
+    assert sorted(d for d, _ in every) == list(range(10)) and sum(q for _, q in every) == pytest.approx(1, abs=1e-4)
 
 
 def test_same_seed_same_weights(small_npz, tmp_path):
