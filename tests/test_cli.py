@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from housenum.checkpoint import load_model
 from housenum.read import DEFAULT_READER
 from tests.test_formats import write_official_mat
 
@@ -210,6 +212,11 @@ def bad_cases(tmp_path, crops, run):
          "no such file"),
         ([*train[:-1], a_file], "is a file; the run folder must be a folder"),
         ([*train[:-1], run, "--lr", "-1"], "lr must be a number above 0"),   # before "replacing the run in"
+        (["export", run, "--out", run / "best.pt"], "would overwrite a checkpoint with the ONNX export"),
+        (["read", digit, "--reader-only", "--digit-model", "fast"], "cannot be given together"),
+        (["read", digit, "--min-confidence", "1.5"],               # a usage error too is one line, with a hint
+         "Invalid value for '--min-confidence': Input should be less than or equal to 1 (see '"),
+        (["train", "--bogus"], "No such option: --bogus"),
         (["read", digit, "--out", a_file], "exists and is not a folder"),
         (["train-reader", "--data", "synthetic:20", "--epochs", "0", "--out", tmp_path / "r"], "epochs must be 1"),
         (["train-reader", "--data", "synthetic:20", "--synthetic", "-3", "--out", tmp_path / "r"],
@@ -239,6 +246,35 @@ def test_bad_input_is_one_clear_line(compared, crops, tmp_path):
         assert message in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
     assert not (tmp_path / "refused").exists()   # compare refused before training leaves no empty folder
+    assert load_model(out / "cnn1").name == "cnn1"   # the export refused left the checkpoint as it was
+
+
+def test_an_unreadable_image_is_one_line_and_the_others_are_read(compared, crops, tmp_path):
+    out, _ = compared
+    digit = tmp_path / "digit.png"
+    Image.fromarray(crops["X"][0]).save(digit)
+    proc = housenum("predict", digit, "/proc/self/mem", digit, "--model", out / "cnn1", check=False)
+    assert proc.returncode == 1 and len(proc.stdout.splitlines()) == 2
+    assert proc.stderr.strip() == "error: /proc/self/mem: cannot be read (Input/output error)"
+
+
+def test_an_out_folder_that_cannot_take_files_is_refused_before_the_work(crops, tmp_path):
+    import shutil
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    digit = tmp_path / "digit.png"
+    Image.fromarray(crops["X"][0]).save(digit)
+    command = [sys.executable, "-m", "housenum.cli", "read", str(digit), "--out", str(locked / "drawn")]
+    if os.geteuid() == 0:   # root writes anywhere unless it gives up that power
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv, which can drop root's override")
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == f"error: --out {locked / 'drawn'}: {locked} is not writable"
 
 
 def test_help_shows_no_value_beside_an_on_off_flag():

@@ -123,7 +123,8 @@ def test_batch_calls_refuse_a_lone_image_and_name_a_bad_item(crops):
 
     recognizer = DigitRecognizer("fast")
     one = crops["X"][0]
-    for lone in (one, b"\x89PNG", bytearray(b"x"), io.BytesIO(b"x"), Image.fromarray(one), "a.png"):
+    grey = crops["X"][0, :, :, :1]                      # (32, 32, 1): one greyscale digit, not 32 rows
+    for lone in (one, grey, b"\x89PNG", bytearray(b"x"), io.BytesIO(b"x"), Image.fromarray(one), "a.png"):
         with pytest.raises(ImageError, match=r"wrap a single one in a list: predict\(\[image\]\)"):
             recognizer.predict(lone)
     three = list(crops["X"][:3])
@@ -153,3 +154,35 @@ def test_a_file_opened_in_text_mode_is_named(tmp_path):
     for errors in ("strict", "ignore"):      # PNG bytes fail to decode, or decode to a string
         with open(path, errors=errors) as text, pytest.raises(ImageError, match="opened in text mode"):
             open_image(text)
+
+
+def test_a_float_image_in_0_1_reads_as_the_same_array_does(crops, tmp_path):
+    grey = crops["X"][0].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    path = tmp_path / "unit.tiff"
+    Image.fromarray(grey / 255).save(path)             # mode F, pixels 0..1: was read as black
+    assert Image.open(path).mode == "F"
+    assert np.abs(np.asarray(open_image(path)).astype(int) - np.asarray(open_image(grey / 255))).max() == 0
+    assert np.abs(np.asarray(open_image(path))[..., 0] - np.rint(grey)).max() <= 1   # not black
+
+
+def test_a_pipe_is_held_to_the_byte_limit_and_an_unreadable_file_named(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)                                     # a pipe reports size 0: it was read without bound
+    writer = threading.Thread(target=lambda: fifo.write_bytes(b"\0" * 5000), daemon=True)
+    writer.start()
+    with pytest.raises(ImageTooLargeError, match="pipe.png: image is too large .*limit 1000"):
+        open_image(fifo, max_bytes=1000)
+    writer.join(5)
+    with pytest.raises(ImageError, match=r"^/proc/self/mem: cannot be read \(Input/output error\)"):
+        open_image("/proc/self/mem")
+
+
+def test_a_folder_of_photos_includes_tiff(tmp_path):
+    from housenum.preprocess import images_in
+
+    for name in ("a.tiff", "b.png", "c.TIF", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in images_in(tmp_path)] == ["a.tiff", "b.png", "c.TIF"]

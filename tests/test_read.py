@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -418,6 +419,10 @@ def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path, monkeypatch):
     shown = [float(titles[0].rsplit("(", 1)[1].rstrip(")")) for titles in pages]
     assert shown == sorted(shown, reverse=True)
     assert f"({len(pages)} of {len(pages)}, the surest first)" in result.report()
+    printed = [float(x) for x in re.findall(r"confidence >= ([0-9.]+)", result.report())]
+    exact = [result.thresholds[k] for k in ("95%", "98%") if result.thresholds[k] is not None]
+    assert len(printed) == len(exact) and all(0 <= t - p < 1e-3 for p, t in zip(printed, exact))   # down, so
+    # that the printed figure, given back as --min-confidence, accepts every reading it counted
     json.dumps(result.as_json())
 
 

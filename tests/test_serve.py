@@ -165,6 +165,9 @@ def test_numbers_reads_real_photos(server, svhn_dir, number_reader):
     batch = httpx.post(f"{server}/v1/numbers/batch", files=files).json()
     assert [r["file"] for r in batch["results"]] == [p.name for p, _ in photos[:4]] + ["broken.png"]
     assert batch["results"][-1]["error"]["code"] == "not_an_image"
+    with_text = httpx.post(f"{server}/v1/numbers/batch", files=files[:1], data={"files": "a text part"}).json()
+    codes = [r["error"]["code"] if "error" in r else r["number"] for r in with_text["results"]]
+    assert sorted(codes, key=str) == sorted(["not_a_file", batch["results"][0]["number"]], key=str)   # own entry
     # min_confidence withholds the readings under it, per request, single and batch alike
     for p, found in zip(photos[:4], batch["results"]):
         for threshold in (0.0, found["confidence"] + 1e-3):

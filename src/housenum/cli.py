@@ -129,6 +129,8 @@ def _folder_out(out: Path | None) -> Path | None:
     """Check an --out folder before the work, not after it."""
     if out is not None and out.exists() and not out.is_dir():
         raise HousenumError(f"--out {out}: exists and is not a folder")
+    if out is not None:
+        _check_writable(out, out)
     return out
 
 
@@ -136,7 +138,19 @@ def _file_out(out: Path | None) -> Path | None:
     """Check an --out file before the work, not after it."""
     if out is not None and out.is_dir():
         raise HousenumError(f"--out {out}: is a folder; give a file name")
+    if out is not None:
+        _check_writable(out, out.parent)
     return out
+
+
+def _check_writable(out: Path, folder: Path) -> None:
+    """The nearest existing folder at or above `folder` must take new files (output is written as a
+    temporary file beside its target, then renamed)."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise HousenumError(f"--out {out}: {existing} is not writable")
 
 
 @data_app.command("info", cls=_Command)
@@ -399,7 +413,8 @@ def compare_cmd(
 @app.command("predict", cls=_Command)
 def predict_cmd(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, any size or mode) or folders of "
-                                                      "them; - reads one from standard input.")],
+                                                      "them; - reads one from standard input.",
+                                                 readable=False)],
     model: Annotated[Path | None, typer.Option(help=MODEL_HELP)] = None,
     top_k: Annotated[int, typer.Option(min=1, max=10, help="How many candidates to list.")] = 3,
     as_json: JsonOpt = False,
@@ -434,12 +449,14 @@ def serve_cmd(
     examples: Annotated[Path | None, typer.Option(help="Folder of example photos to offer on the page.")] = None,
     max_mb: Annotated[float, typer.Option(min=0.001, help="Largest image accepted, in megabytes.")] = 10,
     max_megapixels: Annotated[float, typer.Option(
-        min=0.001, help="Largest image accepted, in megapixels (from its header).")] = 40,
+        min=0.001, max=178, help="Largest image accepted, in megapixels (from its header; Pillow refuses "
+                                 "more than 178 itself).")] = 40,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images in one batch request.")] = 32,
     max_merge: Annotated[int, typer.Option(
         min=1, help="Most single-image requests run together in one model call when they queue (1: never).")] = 32,
-    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per worker; default: all cores.")
-                       ] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="Inference threads per worker; default: all cores for the digit model, at most 2 for "
+                    "each of the reader's networks (its default was timed on 2 cores only).")] = None,
     int8: Annotated[bool, _flag("--int8", help="Serve digits with the model's 8-bit export "
                                 "(`housenum export --int8`; both shipped models have one): 1.5-3x float32, by CPU.")
                     ] = False,
@@ -506,14 +523,15 @@ def export_cmd(
 
 def _digits_arg(digit_model: Path | None, reader_only: bool):
     if reader_only and digit_model is not None:
-        raise typer.BadParameter("give --digit-model or --reader-only, not both")
+        raise HousenumError("--digit-model and --reader-only cannot be given together")
     return False if reader_only else (digit_model or True)
 
 
 @app.command("read", cls=_Command)
 def read_cmd(
     images: Annotated[list[Path], typer.Argument(help="Street photos (PNG, JPEG, any size) or folders of them; "
-                                                      "- reads one from standard input.")],
+                                                      "- reads one from standard input.",
+                                                 readable=False)],
     model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
     digit_model: DigitModelOpt = None,
     reader_only: ReaderOnlyOpt = False,
@@ -582,8 +600,12 @@ def evaluate_numbers_cmd(
     """Whole-number and per-digit accuracy, accuracy by length, coverage at 95%/98% precision."""
     from housenum.evaluate_numbers import evaluate_numbers
 
+    from housenum.checkpoint import DEFAULT_DIGIT_MODEL, SHIPPED_DIGIT_MODELS, checkpoint_path
+
     digits = _digits_arg(digit_model, reader_only)
-    if digits is True and not data.startswith("synthetic"):
+    shipped = digits is True or (digits is not False and checkpoint_path(digits).resolve() in
+                                 {p.resolve() for p in (DEFAULT_DIGIT_MODEL, *SHIPPED_DIGIT_MODELS.values())})
+    if shipped and not data.startswith("synthetic"):   # `fast` trained on the same crops as the default
         typer.echo("note: the shipped digit model, the reader's second opinion, trained on digits cut from SVHN "
                    "photos, the official test photos' included: on SVHN photos this figure is not held-out "
                    "(--digit-model RUN with one trained without them: READER_CARD.md)", err=True)
@@ -684,7 +706,16 @@ def main() -> None:
     # Pillow warns of corrupt EXIF and the like before the error that says so once
     warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
     try:
-        app()
+        code = app(standalone_mode=False)   # so that a usage error is ours to print, as one line too
+    except typer.Abort:                       # Ctrl-C outside a command's own handling
+        _err("interrupted")
+        sys.exit(130)
+    except typer.TyperException as e:         # a bad option or argument: its message, without the box
+        message = " ".join((e.format_message() if hasattr(e, "format_message") else str(e)).split())
+        ctx = getattr(e, "ctx", None)
+        if message:   # empty when a bare group printed its help
+            _err(f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message)
+        sys.exit(getattr(e, "exit_code", 2))
     except HousenumError as e:
         _err(str(e))
         sys.exit(2)
@@ -694,6 +725,7 @@ def main() -> None:
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ precision (accepting only confident readings, as Goodfellow et al. report), and 
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 import time
@@ -154,7 +155,8 @@ class NumberEvaluation:
 
 
 def _from(threshold: float | None) -> str:
-    return "" if threshold is None else f" (confidence >= {threshold:.3f})"
+    # rounded down: given back as --min-confidence, the printed figure accepts every reading counted
+    return "" if threshold is None else f" (confidence >= {math.floor(threshold * 1000) / 1000:.3f})"
 
 
 def evaluate_numbers(spec: str | Path, model: str | Path | None = None, out: Path | None = None,

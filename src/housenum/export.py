@@ -83,14 +83,16 @@ def export_onnx(source: str | Path | None, out: str | Path | None = None, parity
 
     t0 = time.perf_counter()
     ckpt = checkpoint_path(source)
-    loaded = load_model(ckpt)
-    spec = parity_data or recorded_data(loaded, "synthetic")
-    data = load_digits(spec, loaded.channels)
-    parity_images = (data.test if len(data.test) else data.train).images[:n_parity]
     by_name = source is None or not Path(source).exists()   # a shipped model: never write into the package
     path = Path(out) if out is not None else onnx_path_for(ckpt, int8)
     if out is None and by_name:
         path = Path(path.name)
+    if path.resolve() == ckpt.resolve() or path.suffix.lower() == ".pt":
+        raise ModelError(f"--out {path}: would overwrite a checkpoint with the ONNX export; give a .onnx name")
+    loaded = load_model(ckpt)
+    spec = parity_data or recorded_data(loaded, "synthetic")
+    data = load_digits(spec, loaded.channels)
+    parity_images = (data.test if len(data.test) else data.train).images[:n_parity]
     metadata = {HASH_KEY: file_sha256(ckpt), "housenum_model": loaded.name,
                 "housenum_channels": str(loaded.channels), "housenum_precision": "int8" if int8 else "float32"}
     with atomic_path(path) as tmp:

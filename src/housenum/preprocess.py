@@ -22,8 +22,11 @@ MAX_IMAGE_PIXELS = 40_000_000
 # Longest side allowed: a 1x39,000,000 strip passes the pixel limit but cost 1.9 GB and seconds to
 # decode (Pillow keeps a pointer per row); a 40-Mpixel panorama of 16,000x2,500 is well inside.
 MAX_IMAGE_SIDE = 30_000
+# Pillow refuses a header over twice its MAX_IMAGE_PIXELS itself, whatever limit is asked here
+PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")  # what a folder of photos is searched for
+# what a folder of photos is searched for: each format open_image reads that a camera or scanner writes
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 # What Pillow raises for a file whose header or data is cut short or garbled (fuzzing found each)
 CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 
@@ -64,11 +67,17 @@ def open_image(source,
             raise ImageError(f"{path}: no such file")
         if path.is_dir():
             raise ImageError(f"{path}: is a folder, not an image")
-        size = path.stat().st_size
         name = str(path)
-        if size > max_bytes:
-            raise ImageTooLargeError(f"{name}: file is too large ({size} bytes; limit {max_bytes})")
-        data = path.read_bytes()
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise ImageTooLargeError(f"{name}: file is too large ({size} bytes; limit {max_bytes})")
+            with open(path, "rb") as fh:   # a pipe or device has no size: read one byte past the limit at most
+                data = fh.read(max_bytes + 1)
+        except OSError as e:
+            raise ImageError(f"{name}: cannot be read ({e.strerror or e})") from None
+        if len(data) > max_bytes:
+            raise ImageTooLargeError(f"{name}: image is too large (over {max_bytes} bytes; limit {max_bytes})")
     elif isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
         # an open file is read one byte past the limit at most, enough to tell it is over
         is_file = hasattr(source, "read")
@@ -93,7 +102,7 @@ def open_image(source,
         raise ImageError(f"{name}: not an image (expected PNG, JPEG or another common format)") from None
     except Image.DecompressionBombError as e:  # PIL refuses > 2x its own limit while reading the header
         declared = re.search(r"\((\d+) pixels\)", str(e))
-        size = f"{declared.group(1)} pixels" if declared else f"more than {2 * Image.MAX_IMAGE_PIXELS} pixels"
+        size = f"{declared.group(1)} pixels" if declared else f"more than {PILLOW_PIXEL_LIMIT} pixels"
         raise ImageTooLargeError(f"{name}: image is too large (its header declares {size}; limit {max_pixels})") \
             from None
     except CORRUPT as e:  # a header cut short or garbled: Pillow raises any of these
@@ -115,7 +124,7 @@ def image_batch(images, call: str) -> list:
     or (N, H, W[, C]) array. A lone image is refused: iterated, it would be read as rows or characters."""
     lone = isinstance(images, (str, Path, bytes, bytearray, memoryview, Image.Image)) or hasattr(images, "read")
     if isinstance(images, np.ndarray):
-        lone = images.ndim < 3 or (images.ndim == 3 and images.shape[-1] in (3, 4))
+        lone = images.ndim < 3 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4))   # (H, W, C): one image
     if lone:
         raise ImageError(f"{call} takes a list of images (or an (N, H, W[, C]) array); wrap a single one in a "
                          f"list: {call}([image])")
@@ -155,6 +164,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
+    if img.mode == "F":   # 32-bit float pixels: 0..255 or, as after `/ 255`, 0..1, as for an array
+        return _array_to_image(np.asarray(img))
     if img.mode.startswith("I;16") or img.mode == "I":
         # 16-bit (a PNG's I;16, or I holding 0..65535) is scaled by 65535/255, as an 8-bit copy of it
         arr = np.asarray(img, dtype=np.float64)

@@ -133,8 +133,10 @@ async def read_uploads(request: Request, field: str, max_files: int, batch_route
         raise ApiError(422, "missing_file", f"no form field '{field}' (fields sent: {present})")
     uploads = []
     for part in parts:
-        if not isinstance(part, UploadFile):
-            raise ApiError(422, "not_a_file", f"form field '{field}' must be a file upload, not text")
+        if not isinstance(part, UploadFile):   # in a batch, its own entry: the files beside it are read
+            uploads.append(Upload(field, b"", ApiError(422, "not_a_file",
+                                                       f"form field '{field}' must be a file upload, not text")))
+            continue
         try:
             _check_image_type(_media_type(part.content_type), f"file '{part.filename}'")
             uploads.append(Upload(part.filename or field, await part.read()))
