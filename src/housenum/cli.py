@@ -598,9 +598,8 @@ def evaluate_numbers_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Whole-number and per-digit accuracy, accuracy by length, coverage at 95%/98% precision."""
-    from housenum.evaluate_numbers import evaluate_numbers
-
     from housenum.checkpoint import DEFAULT_DIGIT_MODEL, SHIPPED_DIGIT_MODELS, checkpoint_path
+    from housenum.evaluate_numbers import evaluate_numbers
 
     digits = _digits_arg(digit_model, reader_only)
     shipped = digits is True or (digits is not False and checkpoint_path(digits).resolve() in
