@@ -53,7 +53,7 @@ def page(browser, request):
     assert not problems, problems
 
 
-def test_page_reads_an_uploaded_photo(page, svhn_dir, crops, digit_checkpoint, number_reader, tmp_path):
+def test_page_reads_an_uploaded_photo(page, svhn_dir, number_reader):
     from playwright.sync_api import expect
 
     photo, expected = next(((path, label) for path, label in example_photos(svhn_dir, 40)

@@ -14,8 +14,8 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from housenum import plots
 from housenum.checkpoint import LoadedModel, load_model, recorded_data
 from housenum.data import DEFAULT_SPEC, DigitSet, load_digits
-from housenum.io import write_text
 from housenum.errors import DataFormatError
+from housenum.io import write_text
 from housenum.train import predict_logits
 
 DIGITS = [str(d) for d in range(10)]

@@ -76,8 +76,6 @@ def open_image(source,
                 data = fh.read(max_bytes + 1)
         except OSError as e:
             raise ImageError(f"{name}: cannot be read ({e.strerror or e})") from None
-        if len(data) > max_bytes:
-            raise ImageTooLargeError(f"{name}: image is too large (over {max_bytes} bytes; limit {max_bytes})")
     elif isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
         # an open file is read one byte past the limit at most, enough to tell it is over
         is_file = hasattr(source, "read")
@@ -89,11 +87,11 @@ def open_image(source,
         if isinstance(data, str):
             raise ImageError(f"{name}: opened in text mode; open an image in binary mode, open(path, 'rb')")
         data = bytes(data)
-        if len(data) > max_bytes:
-            raise ImageTooLargeError(f"{name}: image is too large (over {max_bytes} bytes; limit {max_bytes})")
     else:
         raise ImageError(f"cannot read an image from a {type(source).__name__}: give a path, bytes, an open "
                          "file, a PIL image or an array")
+    if len(data) > max_bytes:   # bytes, or what a file, pipe or device gave when read one byte past the limit
+        raise ImageTooLargeError(f"{name}: image is too large (over {max_bytes} bytes; limit {max_bytes})")
     if not data:
         raise ImageError(f"{name}: file is empty")
     try:
