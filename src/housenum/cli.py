@@ -414,7 +414,7 @@ def compare_cmd(
 def predict_cmd(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, any size or mode) or folders of "
                                                       "them; - reads one from standard input.",
-                                                 readable=False)],
+                                                 readable=False, metavar="IMAGE")],
     model: Annotated[Path | None, typer.Option(help=MODEL_HELP)] = None,
     top_k: Annotated[int, typer.Option(min=1, max=10, help="How many candidates to list.")] = 3,
     as_json: JsonOpt = False,
@@ -531,7 +531,7 @@ def _digits_arg(digit_model: Path | None, reader_only: bool):
 def read_cmd(
     images: Annotated[list[Path], typer.Argument(help="Street photos (PNG, JPEG, any size) or folders of them; "
                                                       "- reads one from standard input.",
-                                                 readable=False)],
+                                                 readable=False, metavar="PHOTO")],
     model: Annotated[Path | None, typer.Option(help="Reader run folder or .pt; default: the shipped reader.")] = None,
     digit_model: DigitModelOpt = None,
     reader_only: ReaderOnlyOpt = False,

@@ -30,7 +30,7 @@ from housenum import plots
 from housenum.checkpoint import save_checkpoint
 from housenum.data.numbers import NumberSet, load_numbers, number_box
 from housenum.data.splits import source_fold
-from housenum.errors import ModelError
+from housenum.errors import DataFormatError, ModelError
 from housenum.io import atomic_open, atomic_path, write_text
 from housenum.models.reader import (
     ARCHS, CTC_BLANK, MAX_DIGITS, ReaderArch, context_crop, context_region, create_localizer,
@@ -219,7 +219,23 @@ def _context_frame(rows: np.ndarray, box: tuple[float, float, float, float]) -> 
 
 
 def real_tensors(photos: NumberSet) -> PhotoTensors:
-    return photo_tensors((photos.image(i) for i in range(len(photos))), photos.boxes, np.random.default_rng(0))
+    return photo_tensors((_checked_image(photos, i) for i in range(len(photos))), photos.boxes,
+                         np.random.default_rng(0))
+
+
+def _checked_image(photos: NumberSet, i: int):
+    """Photo i, refused when its number lies wholly outside it: a label for another photo (or
+    another size of it) would otherwise train on a crop of the edge. Official boxes may stick out
+    a little (15 of the shared photos' do), so only a box wholly outside is refused."""
+    image = photos.image(i)
+    rows = photos.boxes[i]
+    if rows is not None and len(rows):
+        height, width = np.asarray(image).shape[:2]
+        left, top, right, bottom = number_box(np.asarray(rows))
+        if right <= 0 or bottom <= 0 or left >= width or top >= height:
+            raise DataFormatError(f"{photos.names[i]}: its digit boxes ({left:g}, {top:g}) to ({right:g}, {bottom:g}) "
+                                  f"lie outside the photo ({width}x{height}): are the labels for this photo?")
+    return image
 
 
 SYNTHETIC_CHUNK = 500  # photos per generation chunk; chunk k is drawn from seed (seed, k)
