@@ -1,5 +1,6 @@
 """Train -> evaluate -> predict end to end on real digits, determinism, resume and atomic checkpoints."""
 
+import math
 import json
 import os
 import signal
@@ -225,6 +226,22 @@ def test_cosine_schedule_warms_up_then_falls_to_zero_and_unknown_ones_are_refuse
     assert make_scheduler(optimizer, TrainConfig(model="cnn1", schedule="constant").resolved(), 10) is None
     with pytest.raises(ModelError, match="unknown schedule 'cosin'"):
         TrainConfig(model="cnn1", schedule="cosin").resolved()
+
+
+def test_onecycle_schedule_steps_through_runs_of_any_length():
+    """Torch's OneCycle divides by zero at 4 steps with a quarter of warm-up: tiny runs must train."""
+    cfg = TrainConfig(model="cnn1", schedule="onecycle", lr=0.01).resolved()
+    for total in range(1, 13):
+        w = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([w], lr=cfg.lr, momentum=0.9)
+        scheduler, lrs = make_scheduler(optimizer, cfg, total), []
+        for _ in range(total):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        assert all(math.isfinite(lr) and 0 < lr <= 0.01 + 1e-12 for lr in lrs), (total, lrs)
+        if total >= 3:
+            assert lrs[0] < max(lrs) and lrs[-1] < max(lrs), (total, lrs)   # warms up, then falls
 
 
 def test_precision_is_bf16_where_the_cpu_has_the_units_and_bf16_really_trains(small_npz, tmp_path, monkeypatch):

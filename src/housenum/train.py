@@ -317,7 +317,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
     steps warming up from lr/25, then cosine down, momentum cycled against it), or cosine (linear
     warm-up over COSINE_WARMUP of the steps, then cosine from lr to 0)."""
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25)
+        # torch ends the warm-up at step pct_start * total - 1 and divides by that: at 0 (4 steps) it
+        # divides by zero, so runs of 2-5 steps warm up over 1.5 steps instead of a quarter.
+        pct_start = max(0.25, 1.5 / total_steps) if total_steps >= 2 else 0.25
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
+                                                   pct_start=pct_start)
     if cfg.schedule == "cosine":
         warm = max(1, round(COSINE_WARMUP * total_steps))
 
