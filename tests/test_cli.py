@@ -12,7 +12,7 @@ from PIL import Image
 
 from housenum.checkpoint import load_model
 from housenum.read import DEFAULT_READER
-from tests.test_formats import write_official_mat
+from tests.test_formats import write_course_h5, write_official_mat
 
 
 def housenum(*args, check=True):
@@ -130,6 +130,24 @@ def test_evaluate_says_when_a_model_trained_on_the_test_split(compared, small_np
     assert "not held-out" in (tmp_path / "final" / "eval" / "report.txt").read_text()
 
 
+def test_compare_on_the_greyscale_course_file_trains_rgb_models_on_grey(crops, tmp_path):
+    course = tmp_path / "SVHN_single_grey1.h5"
+    write_course_h5(course, crops)
+    out = tmp_path / "compare"
+    proc = housenum("compare", "--models", "ann1,resnet_tiny", "--data", course, "--epochs", "1", "--out", out)
+    assert "note: resnet_tiny takes RGB digits and" in proc.stderr and "trains on grey" in proc.stderr
+    assert json.loads((out / "resnet_tiny" / "config.json").read_text())["channels"] == 1
+    assert (out / "leaderboard.csv").exists() and (out / "ann1" / "eval" / "report.txt").exists()
+    proc = housenum("evaluate", "fast", "--data", course, check=False)   # a shipped RGB model cannot take grey
+    assert proc.returncode == 2 and "takes RGB digits and this data is greyscale only" in proc.stderr
+    assert "--channels 1" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    # a new run in ann1's folder leaves none of the old run's evaluation behind, and says what it kept
+    proc = housenum("train", "--model", "cnn1", "--data", course, "--epochs", "2", "--checkpoint", "last",
+                    "--out", out / "ann1")
+    assert not (out / "ann1" / "eval").exists()
+    assert "cnn1: last val_acc" in proc.stdout and "(kept: --checkpoint last), best" in proc.stdout
+
+
 def test_data_info_counts_and_grid(small_npz, tmp_path):
     proc = housenum("data", "info", small_npz, "--out", tmp_path / "grid.png", "--balance", tmp_path / "bal.png",
                     "--json")
@@ -191,6 +209,7 @@ def bad_cases(tmp_path, crops, run):
         (["predict", digit, "--model", DEFAULT_READER], "a whole-number reader, not a digit model"),
         ([*train, "--epochs", "0"], "epochs must be 1 or more"),
         ([*train, "--batch-size", "-5"], "batch-size must be 1 or more"),
+        ([*train, "--batch-size", "1"], "batch-size must be 2 or more"),
         ([*train, "--lr", "-1"], "lr must be a number above 0"),
         ([*train, "--val-fraction", "0"], "val-fraction must be between 0 and 1"),
         ([*train, "--val-fraction", "0.001"], "--val-fraction 0.001 leaves no validation digits of its 16"),
@@ -212,6 +231,10 @@ def bad_cases(tmp_path, crops, run):
          "no such file"),
         ([*train[:-1], a_file], "is a file; the run folder must be a folder"),
         ([*train[:-1], run, "--lr", "-1"], "lr must be a number above 0"),   # before "replacing the run in"
+        ([*train[:-1], run, "--optimizer", "adamw"], "unknown optimizer 'adamw': use adam or sgd"),
+        ([*train[:-1], run, "--device", "tpu"], "unknown device 'tpu'"),
+        (["compare", "--models", "ann1", "--data", tiny, "--quick", "--epochs", "3", "--out", tmp_path / "c"],
+         "--quick and --epochs"),
         (["export", run, "--out", run / "best.pt"], "would overwrite a checkpoint with the ONNX export"),
         (["read", digit, "--reader-only", "--digit-model", "fast"], "cannot be given together"),
         (["read", digit, "--min-confidence", "1.5"],               # a usage error too is one line, with a hint

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from housenum.evaluate import accuracy_at_coverage, expected_calibration_error, score
+from housenum.data import data_files
+from housenum.evaluate import accuracy_at_coverage, expected_calibration_error, score, trained_on_test_split
 from housenum.models.layers import fit_temperature
 
 
@@ -55,3 +56,23 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     assert fit_temperature(logits, labels) == pytest.approx(2.0, abs=0.1)
     sharp = torch.multinomial(torch.softmax(logits / 0.8, 1), 1, generator=gen).squeeze(1)
     assert fit_temperature(logits, sharp) == pytest.approx(0.8, abs=0.1)
+
+
+def test_a_run_trained_on_all_data_is_not_held_out_wherever_its_test_digits_turn_up(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("train_32x32.mat", "test_32x32.mat"):
+        (tmp_path / name).write_bytes(b"")
+    final = {"all_data": True, "data": "train_32x32.mat"}
+    assert trained_on_test_split(final, "train_32x32.mat")
+    assert trained_on_test_split(final, "test_32x32.mat")            # its sibling, evaluated alone
+    assert trained_on_test_split(final, str(tmp_path / "elsewhere" / "test_32x32.mat"))
+    assert not trained_on_test_split({**final, "all_data": False}, "test_32x32.mat")
+    assert not trained_on_test_split(final, "crops.npz")
+    assert trained_on_test_split({"all_data": True, "data": "svhn"}, "svhn:extra")
+    assert trained_on_test_split({"all_data": True, "data": "svhn:extra"}, "test_32x32.mat")
+    assert trained_on_test_split({"all_data": True, "data": "synthetic:300"}, "synthetic")
+    assert not trained_on_test_split({"all_data": True, "data": "synthetic"}, "svhn")
+    # a test_32x32.mat with no train file beside it is its own test split
+    (tmp_path / "train_32x32.mat").unlink()
+    assert data_files("test_32x32.mat") == (frozenset({"test_32x32.mat"}),) * 2
+    assert data_files("train_32x32.mat", recorded=True)[1] == frozenset({"test_32x32.mat"})

@@ -50,6 +50,11 @@ def test_official_train_file_uses_test_file_beside_it(mat_file, crops):
     write_official_mat(mat_file.with_name("test_32x32.mat"), crops["X"][200:260], crops["y"][200:260])
     data = load_digits(str(mat_file))
     assert (len(data.train), len(data.test)) == (200, 60)
+    alone = load_digits(str(mat_file.with_name("test_32x32.mat")))   # evaluated on: all of it, not a fifth
+    assert (len(alone.train), len(alone.test)) == (0, 60)
+    mat_file.unlink()
+    write_official_mat(mat_file.with_name("extra_32x32.mat"), crops["X"][:100], crops["y"][:100])
+    assert (len(load_digits(str(mat_file.with_name("extra_32x32.mat"))).test)) == 60   # test file beside it
 
 
 def test_course_h5_reads_all_six_datasets(tmp_path, crops):

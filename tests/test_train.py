@@ -337,6 +337,18 @@ def test_all_data_trains_on_the_test_split_too_and_validation_stays_apart(small_
     assert 0.02 < len(val_set) / (len(train_set) + len(val_set)) < 0.1
 
 
+def test_all_data_without_source_photos_trains_on_the_whole_test_split(crops):
+    """A fraction cut of train + test would be the test split itself: validation comes from train."""
+    train_part = DigitSet(crops["X"][:800], crops["y"][:800])
+    test_part = DigitSet(crops["X"][800:1000], crops["y"][800:1000])
+    train_set, val_set = split_for_training(DigitData("course.h5", train_part, test_part),
+                                            TrainConfig(model="ann1", all_data=True).resolved())
+    test_digits = {bytes(x) for x in test_part.images}
+    assert sum(bytes(x) in test_digits for x in train_set.images) == 200
+    assert not any(bytes(x) in test_digits for x in val_set.images)
+    assert len(val_set) == 160 and len(train_set) == 640 + 200
+
+
 def test_a_file_sorted_by_label_is_refused_rather_than_validated_on_two_digits(crops):
     order = np.argsort(crops["y"][:1000], kind="stable")
     images, labels = crops["X"][:1000][order], crops["y"][:1000][order]
@@ -399,3 +411,13 @@ def test_ctrl_c_keeps_a_usable_checkpoint(small_npz, tmp_path):
     assert "Traceback" not in err and "--resume" in err
     assert load_model(run).name == "ann1"
     assert read_checkpoint(run / "last.pt")["epoch"] >= 1
+    # A new run stopped before its first epoch must not offer the old run's last.pt as its own
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "housenum.cli", "train", "--model", "cnn1", "--data", "synthetic:20000",
+         "--epochs", "1", "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert "replacing the run in" in proc.stderr.readline()   # then 20,000 digits take seconds to draw
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted before the first epoch finished" in err and "--resume" not in err, err

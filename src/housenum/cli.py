@@ -322,7 +322,7 @@ def train_cmd(
 ) -> None:
     """Train one model and write its run folder: best.pt, last.pt, config.json, history.csv,
     curves.png and summary.txt. Ctrl-C keeps the last finished epoch; --resume continues."""
-    from housenum.train import TrainConfig, train
+    from housenum.train import TrainConfig, pick_device, train
 
     if resume is not None:
         _refuse_with_resume(ctx)
@@ -332,24 +332,47 @@ def train_cmd(
                       all_data=all_data, checkpoint=checkpoint, mixup=mixup, cutmix=cutmix, optimizer=optimizer,
                       sam=sam, schedule=schedule, device=device, precision=precision,
                       init=str(init) if init else None)
-    if resume is None:
-        cfg.resolved()   # a bad setting is refused before anything is said about the run folder
+    if resume is None:   # a bad setting is refused before anything is said about the run folder
+        pick_device(cfg.resolved().device)
     main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun, one line from rank 0, not one per rank
     if resume is None and main_rank and any((run_dir / name).exists() for name in ("last.pt", "best.pt")):
         typer.echo(f"replacing the run in {run_dir} (--resume {run_dir} would continue it)", err=True)
+    old_last = _stamp(run_dir / "last.pt")
     try:
         result = train(cfg, run_dir, resume=resume is not None)
     except KeyboardInterrupt:
-        if (run_dir / "last.pt").exists():
+        stamp = _stamp(run_dir / "last.pt")
+        if stamp is not None and stamp == old_last and resume is None:   # the old run's, not this one's
+            _err(f"interrupted before the first epoch finished; the earlier run in {run_dir} is as it was")
+        elif stamp is not None:
             _err(f"interrupted; the last finished epoch is in {run_dir}/last.pt "
                  f"(continue with: housenum train --resume {run_dir})")
         else:
             _err("interrupted before the first epoch finished: nothing to resume")
         raise typer.Exit(130) from None
-    last = result.history[-1] if result.history else {}
     if main_rank:
-        typer.echo(f"{result.config.model}: best val_acc {result.best_val_acc:.4f}, "
-                   f"last val_acc {last.get('val_acc', 0):.4f}, {result.train_seconds:.1f} s; run folder {run_dir}")
+        typer.echo(_trained_line(result, run_dir))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What tells one write of a file from another: (inode, mtime), or None when it is absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _trained_line(result, run_dir: Path) -> str:
+    history = result.history
+    last = history[-1]["val_acc"] if history else 0.0
+    best = max(history, key=lambda row: row["val_acc"]) if history else {"val_acc": 0.0, "epoch": 0}
+    if result.config.checkpoint == "last":
+        accuracy = (f"last val_acc {last:.4f} (kept: --checkpoint last), "
+                    f"best {best['val_acc']:.4f} (epoch {best['epoch']})")
+    else:
+        accuracy = f"best val_acc {result.best_val_acc:.4f}, last val_acc {last:.4f}"
+    return f"{result.config.model}: {accuracy}, {result.train_seconds:.1f} s; run folder {run_dir}"
 
 
 @app.command("evaluate", cls=_Command)
@@ -399,7 +422,8 @@ def compare_cmd(
     if not names:
         raise ModelError(f"--models '{models}' names no model; e.g. --models ann1,cnn2")
     rows = compare(names, data, out, quick=quick,
-                   epochs=epochs, seed=seed, channels=channels, on_model=announce)
+                   epochs=epochs, seed=seed, channels=channels, on_model=announce,
+                   on_note=lambda text: typer.echo(f"note: {text}", err=True))
     if as_json:
         typer.echo(json.dumps({"leaderboard": rows, "selected": rows[0]["model"], "out": str(out)}))
         return

@@ -16,7 +16,7 @@ import numpy as np
 from housenum import plots
 from housenum.checkpoint import load_model
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
-from housenum.errors import ModelError
+from housenum.errors import DataFormatError, ModelError
 from housenum.evaluate import (
     Evaluation,
     inference_ms_per_image,
@@ -50,7 +50,8 @@ class Entry:
 
 def compare(models: list[str] | None = None, data: str = DEFAULT_SPEC, out_dir: str | Path = "compare",
             *, quick: bool = False, epochs: int | None = None, seed: int = 42, channels: int | None = None,
-            progress: bool = True, on_model: Callable[[str, int, int], None] | None = None) -> list[dict]:
+            progress: bool = True, on_model: Callable[[str, int, int], None] | None = None,
+            on_note: Callable[[str], None] | None = None) -> list[dict]:
     """Train and evaluate each model; returns the leaderboard rows (best first by validation)."""
     models = models or DEFAULT_MODELS
     for name in models:
@@ -59,11 +60,14 @@ def compare(models: list[str] | None = None, data: str = DEFAULT_SPEC, out_dir: 
         raise ModelError(f"a model named twice would train twice into one folder: {', '.join(models)}")
     if epochs is not None and epochs < 1:
         raise ModelError(f"epochs must be 1 or more, got {epochs}")
+    if quick and epochs is not None:
+        raise ModelError(f"--quick and --epochs cannot be given together: --quick caps each model at "
+                         f"{QUICK_EPOCHS} epochs, --epochs {epochs} sets every model's")
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train_and_report(models, data, out_dir, quick, epochs, seed, channels, progress, on_model)
+        return _train_and_report(models, data, out_dir, quick, epochs, seed, channels, progress, on_model, on_note)
     except BaseException:
         if created and not any(out_dir.iterdir()):   # refused before any model trained: leave no empty folder
             out_dir.rmdir()
@@ -72,14 +76,18 @@ def compare(models: list[str] | None = None, data: str = DEFAULT_SPEC, out_dir: 
 
 def _train_and_report(models: list[str], data: str, out_dir: Path, quick: bool, epochs: int | None, seed: int,
                       channels: int | None, progress: bool,
-                      on_model: Callable[[str, int, int], None] | None) -> list[dict]:
-    loaded_data: dict[int | None, DigitData] = {}
+                      on_model: Callable[[str, int, int], None] | None,
+                      on_note: Callable[[str], None] | None) -> list[dict]:
+    # Every model's data is ready before the first trains: a bad spec or a refused channel count
+    # is then the only line, not a failure after hours of training.
+    raw = load_digits(data)
+    if not len(raw.test):
+        raise DataFormatError(f"{data}: its test split is empty (too few digits or source photos to hold "
+                              "any out), so no model could be scored")
+    plan = [(name, model_spec(name), _channels_for(name, channels, raw, on_note)) for name in models]
+    loaded_data: dict[int, DigitData] = {ch: raw.with_channels(ch) for ch in dict.fromkeys(ch for *_, ch in plan)}
     entries: list[Entry] = []
-    for i, name in enumerate(models):
-        spec = model_spec(name)
-        ch = channels or spec.channels
-        if ch not in loaded_data:   # before the model is announced: a bad spec is then the only line
-            loaded_data[ch] = load_digits(data, ch)
+    for i, (name, spec, ch) in enumerate(plan):
         if on_model is not None:
             on_model(name, i, len(models))
         n_epochs = epochs or (min(spec.epochs, QUICK_EPOCHS) if quick else None)
@@ -110,6 +118,19 @@ def _train_and_report(models: list[str], data: str, out_dir: Path, quick: bool, 
     first = next(iter(loaded_data.values()))
     write_text(out_dir / "report.html", render_report(entries, first, data, quick))
     return [e.row for e in entries]
+
+
+def _channels_for(name: str, forced: int | None, data: DigitData, on_note: Callable[[str], None] | None) -> int:
+    """The model's own channel count, or --channels; an RGB model on greyscale-only data (the
+    course file) trains on grey, as the notebook's models do, rather than being refused."""
+    if forced is not None:
+        return forced
+    ch = model_spec(name).channels
+    if ch == 3 and data.train.channels == 1:
+        if on_note is not None:
+            on_note(f"{name} takes RGB digits and {data.spec} is greyscale only: it trains on grey (--channels 1)")
+        return 1
+    return ch
 
 
 def _img(fig, alt: str) -> str:

@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from housenum import plots
 from housenum.checkpoint import LoadedModel, load_model, recorded_data
-from housenum.data import DEFAULT_SPEC, DigitSet, load_digits
+from housenum.data import DEFAULT_SPEC, DigitSet, data_files, load_digits
 from housenum.errors import DataFormatError
 from housenum.io import write_text
 from housenum.train import predict_logits
@@ -85,14 +85,23 @@ def score(probs: np.ndarray, labels: np.ndarray) -> Evaluation:
     )
 
 
+def model_input(loaded: LoadedModel, digits: DigitSet) -> DigitSet:
+    """The digits as the model takes them: grey for a greyscale model; refused, with the way out,
+    when the model takes colour and the data has none."""
+    if loaded.channels == 3 and digits.channels == 1:
+        raise DataFormatError(f"{loaded.name} ({loaded.path}) takes RGB digits and this data is greyscale only: "
+                              "evaluate a model trained on grey on it (housenum train --channels 1)")
+    return digits.with_channels(loaded.channels)
+
+
 def predict_probs(loaded: LoadedModel, digits: DigitSet, tta: bool = False) -> np.ndarray:
-    logits = predict_logits(loaded.model, digits.with_channels(loaded.channels).images, tta=tta)
+    logits = predict_logits(loaded.model, model_input(loaded, digits).images, tta=tta)
     return torch.softmax(logits, 1).numpy()
 
 
 def inference_ms_per_image(loaded: LoadedModel, digits: DigitSet, n: int = 2048) -> float:
     """Wall time per image of batched inference (batch 256) on up to `n` images."""
-    images = digits.with_channels(loaded.channels).images[:n]
+    images = model_input(loaded, digits).images[:n]
     predict_logits(loaded.model, images[:256], batch_size=256)
     t0 = time.perf_counter()
     predict_logits(loaded.model, images, batch_size=256)
@@ -124,10 +133,12 @@ def evaluate_run(model: str | Path | None, data: str | Path | None = None,
 
 
 def trained_on_test_split(config: dict, spec: str) -> bool:
-    """Whether a run trained with `--all-data` on this dataset (matched by file name, so the same
-    file reached by another path counts), whose test split it then has seen."""
+    """Whether a run trained with `--all-data` on data holding this spec's test split (files matched
+    by name, `data_files`), which it then has seen."""
     trained_on = config.get("data")
-    return bool(config.get("all_data")) and trained_on is not None and Path(str(trained_on)).name == Path(spec).name
+    if not config.get("all_data") or trained_on is None:
+        return False
+    return bool(data_files(str(trained_on), recorded=True)[0] & data_files(spec)[1])
 
 
 def write_evaluation(result: Evaluation, test: DigitSet, out_dir: Path, title: str) -> None:

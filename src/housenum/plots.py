@@ -142,7 +142,9 @@ def curves(history: list[dict], title: str = "", kept_epoch: int | None = None):
         if kept_epoch is not None:
             ax.axvline(kept_epoch, color="grey", linestyle="--", linewidth=1, label=f"kept (epoch {kept_epoch})")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # no epoch 1.5
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))   # no epoch 1.5
+        if epochs:   # half an epoch each side: a 1-epoch run's axis would otherwise span 0.95..1.05, no integer in it
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ax.set_ylabel("accuracy" if key == "acc" else "loss")
         ax.grid(alpha=0.3)
         ax.legend()

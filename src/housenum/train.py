@@ -54,8 +54,12 @@ RECIPES: dict[str, dict] = {
 }
 
 
-# A run folder's files; a new run in an old run's folder removes them first
+OPTIMIZERS = ("adam", "sgd")
+
+# A run folder's files, and those `housenum evaluate` writes in its eval/; a new run in an old
+# run's folder removes them first
 RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "config.json", "summary.txt")
+EVAL_FILES = ("report.txt", "metrics.json", "confusion.png", "mistakes.png")
 
 
 @dataclass
@@ -127,6 +131,8 @@ class TrainConfig:
             raise ModelError(f"unknown schedule '{cfg.schedule}'; choose from {', '.join(SCHEDULES)}")
         if cfg.precision not in PRECISIONS:
             raise ModelError(f"unknown precision '{cfg.precision}'; choose from {', '.join(PRECISIONS)}")
+        if cfg.optimizer not in OPTIMIZERS:
+            raise ModelError(f"unknown optimizer '{cfg.optimizer}': use {' or '.join(OPTIMIZERS)}")
         return cfg
 
     def check_ranges(self) -> None:
@@ -138,6 +144,9 @@ class TrainConfig:
                 raise ModelError(f"{name.replace('_', '-')} must be a whole number, got {value!r}")
             if value is not None and value < 1:
                 raise ModelError(f"{name.replace('_', '-')} must be 1 or more, got {value}")
+        if self.batch_size is not None and self.batch_size < 2:   # BatchNorm cannot train on one image
+            raise ModelError(f"batch-size must be 2 or more (batch normalisation needs two images), "
+                             f"got {self.batch_size}")
         if not 0 < self.val_fraction < 1:
             raise ModelError(f"val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}: "
                              "validation picks best.pt and fits the temperature")
@@ -165,7 +174,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
     if cfg.optimizer != "adam":
-        raise ModelError(f"unknown optimizer '{cfg.optimizer}': use adam or sgd")
+        raise ModelError(f"unknown optimizer '{cfg.optimizer}': use {' or '.join(OPTIMIZERS)}")
     if cfg.weight_decay:
         return torch.optim.AdamW(params, lr=cfg.lr, eps=1e-7)
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)
@@ -443,10 +452,18 @@ def split_for_training(data: DigitData, cfg: TrainConfig) -> tuple[DigitSet, Dig
     """Validation: the course file's own fraction split, else by source photo where known.
 
     With `all_data` the test split joins the pool validation is cut from (a final model, once the
-    recipe's held-out figures are known). Synthetic crops, when asked for, join the training side
+    recipe's held-out figures are known); without source photos it joins the training side, as a
+    fraction cut would take it whole for validation. Synthetic crops, when asked for, join the training side
     only, so validation stays real.
     """
     pool = data.train.joined(data.test) if cfg.all_data else data.train
+    if cfg.all_data and pool.sources is None:
+        # No photos to split by: the Keras-style cut takes the pool's last fraction, which would be
+        # the test split itself. Cut it from the train split and train on all of the test split.
+        pool = data.train
+    if not len(pool):
+        raise DataFormatError(f"{data.name}: holds no training digits, only a test split (a test file alone "
+                              "is for evaluate; train on the train file, with the test file beside it)")
     train_set, val_set = validation_split(pool, cfg.val_fraction, cfg.fold, cfg.n_folds)
     if not len(train_set) or not len(val_set):   # no best.pt, no temperature: refuse rather than write neither
         side = "training" if not len(train_set) else "validation"
@@ -460,6 +477,8 @@ def split_for_training(data: DigitData, cfg: TrainConfig) -> tuple[DigitSet, Dig
             f"{data.name}: the validation split (its last {len(val_set)} digits, unshuffled as Keras' "
             f"validation_split) holds only digit(s) {', '.join(map(str, val_digits))}: the file looks sorted "
             "by label; shuffle it, or save source_image so photos are split instead")
+    if cfg.all_data and pool is data.train:
+        train_set = train_set.joined(data.test)
     if cfg.synthetic:
         from housenum.data.synthetic import synthetic_digits
 
@@ -549,6 +568,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         if state is None:   # a new run in a folder that held another: none of the old run's files stay
             for name in RUN_FILES:
                 (run_dir / name).unlink(missing_ok=True)
+            for name in EVAL_FILES:   # the old model's evaluation, which would read as this one's
+                (run_dir / "eval" / name).unlink(missing_ok=True)
+            if (run_dir / "eval").is_dir() and not any((run_dir / "eval").iterdir()):
+                (run_dir / "eval").rmdir()
         write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
         write_text(run_dir / "summary.txt", model_summary(model, cfg.channels, cfg.model))
 
@@ -562,6 +585,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         batches = epoch_batches(len(x_train), cfg.batch_size, dist.world)
         bar = _progress(len(batches), epoch, cfg.epochs, enabled=progress and dist.main)
         loss_sum = correct = seen = 0
+        lr_used = optimizer.param_groups[0]["lr"]
         for start, stop in batches:
             idx = shard[start:stop]
             x = pixels_to_tensor(x_train[idx]).to(device, non_blocking=True)
@@ -585,6 +609,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             loss.backward()
             if cfg.sam:
                 sam_second_gradient(model, cfg.sam, lambda b=batch: _batch_loss(net, b, cfg, use_amp)[1])
+            lr_used = optimizer.param_groups[0]["lr"]   # history's: torch's OneCycle rises again past its end
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -603,7 +628,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         elapsed += seconds
         row = {"epoch": epoch + 1, "loss": dist.mean(loss_sum / max(seen, 1)),
                "acc": dist.mean(correct / max(seen, 1)), "val_loss": val_loss, "val_acc": val_acc,
-               "seconds": round(seconds, 3), "lr": optimizer.param_groups[0]["lr"]}
+               "seconds": round(seconds, 3), "lr": lr_used}
         history.append(row)
         if bar is not None:
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['acc']:.4f}",

@@ -90,4 +90,26 @@ def _official(arg: str) -> DigitData:
     return DigitData(f"svhn{':' + arg if arg else ''}", train, test)
 
 
-__all__ = ["DEFAULT_SPEC", "DigitData", "DigitSet", "load_digits"]
+def data_files(spec: str, recorded: bool = False) -> tuple[frozenset[str], frozenset[str]]:
+    """The names of the files a spec's digits come from, and of those its test split comes from
+    (by name, so one file reached by two paths is one). Two specs share test digits when one's
+    files hold the other's test split: a `train_32x32.mat` with its sibling and `test_32x32.mat`,
+    `svhn` and `svhn:extra`, `synthetic` of any size (the same generator and seeds). A `recorded`
+    spec (a run's, perhaps relative to another folder) counts its sibling whether it is found or not."""
+    from housenum.data.formats import sibling_name, test_sibling
+
+    name, _, arg = spec.partition(":")
+    if name == "synthetic":
+        return frozenset({"synthetic"}), frozenset({"synthetic"})
+    if name == "svhn" and not Path(spec).exists():
+        train = {"train_32x32.mat"} | ({"extra_32x32.mat"} if arg == "extra" else set())
+        return frozenset(train | {"test_32x32.mat"}), frozenset({"test_32x32.mat"})
+    path = Path(spec)
+    if path.suffix.lower() == ".mat":
+        sibling = sibling_name(path) if recorded else getattr(test_sibling(path), "name", None)
+        if sibling is not None:
+            return frozenset({path.name, sibling}), frozenset({sibling})
+    return frozenset({path.name}), frozenset({path.name})
+
+
+__all__ = ["DEFAULT_SPEC", "DigitData", "DigitSet", "data_files", "load_digits"]

@@ -81,13 +81,28 @@ def read_official_mat(path: str | Path) -> DigitSet:
     return DigitSet(images, np.where(y == 10, 0, y))
 
 
+def sibling_name(path: Path) -> str | None:
+    """The name a train or extra file's test file has (`train_32x32.mat` -> `test_32x32.mat`)."""
+    name = path.name.replace("train", "test").replace("extra", "test")
+    return name if name != path.name else None
+
+
+def test_sibling(path: Path) -> Path | None:
+    """The `test_32x32.mat` beside a train or extra file, which is then its test split."""
+    name = sibling_name(path)
+    return path.with_name(name) if name is not None and path.with_name(name).exists() else None
+
+
 def load_official_mat(path: str | Path) -> DigitData:
-    """A train file uses the `test_32x32.mat` beside it as its test split when there is one."""
+    """A train file uses the `test_32x32.mat` beside it as its test split when there is one; a test
+    file alone is all test split (evaluate scores every digit of it); other files hold out 20%."""
     path = Path(path)
     data = read_official_mat(path)
-    sibling = path.with_name(path.name.replace("train", "test").replace("extra", "test"))
-    if sibling != path and sibling.exists():
+    sibling = test_sibling(path)
+    if sibling is not None:
         return DigitData(path.name, data, read_official_mat(sibling))
+    if path.name.lower().startswith("test"):   # the official test file alone is all test data
+        return DigitData(path.name, DigitSet(data.images[:0], data.labels[:0]), data)
     train, test = _fixed_holdout(data)
     return DigitData(path.name, train, test)
 
