@@ -148,6 +148,27 @@ def test_compare_on_the_greyscale_course_file_trains_rgb_models_on_grey(crops, t
     assert "cnn1: last val_acc" in proc.stdout and "(kept: --checkpoint last), best" in proc.stdout
 
 
+def test_ctrl_c_during_compare_keeps_the_leaderboard_of_the_models_that_finished(tmp_path):
+    import signal
+
+    out = tmp_path / "c"
+    proc = subprocess.Popen([sys.executable, "-m", "housenum.cli", "compare", "--models", "ann1,resnet", "--data",
+                             "synthetic:3000", "--epochs", "1", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen = ""
+    while "[2/2] resnet" not in seen:   # resnet's epoch of 2,400 digits takes seconds: interrupt it
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted; ann1 finished: their leaderboard and report are in" in err
+    assert [row["model"] for row in csv.DictReader((out / "leaderboard.csv").open())] == ["ann1"]
+    assert "Interrupted: resnet did not finish" in (out / "report.html").read_text()
+
+
 def test_data_info_counts_and_grid(small_npz, tmp_path):
     proc = housenum("data", "info", small_npz, "--out", tmp_path / "grid.png", "--balance", tmp_path / "bal.png",
                     "--json")

@@ -413,7 +413,7 @@ def compare_cmd(
 ) -> None:
     """Train each model, evaluate it on the test split, and write leaderboard.csv and report.html.
     The selected model is the one with the best validation (not test) accuracy."""
-    from housenum.compare import COLUMNS, compare
+    from housenum.compare import COLUMNS, CompareInterrupted, compare
 
     def announce(name: str, i: int, n: int) -> None:
         typer.echo(f"[{i + 1}/{n}] {name}", err=True)
@@ -421,9 +421,15 @@ def compare_cmd(
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise ModelError(f"--models '{models}' names no model; e.g. --models ann1,cnn2")
-    rows = compare(names, data, out, quick=quick,
-                   epochs=epochs, seed=seed, channels=channels, on_model=announce,
-                   on_note=lambda text: typer.echo(f"note: {text}", err=True))
+    try:
+        rows = compare(names, data, out, quick=quick,
+                       epochs=epochs, seed=seed, channels=channels, on_model=announce,
+                       on_note=lambda text: typer.echo(f"note: {text}", err=True))
+    except CompareInterrupted as e:
+        done = (f"{', '.join(e.finished)} finished: their leaderboard and report are in {out}" if e.finished
+                else "no model finished")
+        _err(f"interrupted; {done}")
+        raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps({"leaderboard": rows, "selected": rows[0]["model"], "out": str(out)}))
         return

@@ -87,37 +87,61 @@ def _train_and_report(models: list[str], data: str, out_dir: Path, quick: bool, 
     plan = [(name, model_spec(name), _channels_for(name, channels, raw, on_note)) for name in models]
     loaded_data: dict[int, DigitData] = {ch: raw.with_channels(ch) for ch in dict.fromkeys(ch for *_, ch in plan)}
     entries: list[Entry] = []
-    for i, (name, spec, ch) in enumerate(plan):
-        if on_model is not None:
-            on_model(name, i, len(models))
-        n_epochs = epochs or (min(spec.epochs, QUICK_EPOCHS) if quick else None)
-        cfg = TrainConfig(model=name, data=data, epochs=n_epochs, seed=seed, channels=ch)
-        t0 = time.perf_counter()
-        result = train(cfg, out_dir / name, data=loaded_data[ch], progress=progress)
-        seconds = time.perf_counter() - t0
-        loaded = load_model(out_dir / name)
-        test = loaded_data[ch].test
-        evaluation = score(predict_probs(loaded, test), test.labels)
-        write_evaluation(evaluation, test, out_dir / name / "eval", f"{name} on {data}")
-        entries.append(Entry({
-            "model": name,
-            "params": count_parameters(loaded.model),
-            "epochs": result.config.epochs,
-            "train_seconds": round(result.train_seconds, 2),
-            "wall_seconds": round(seconds, 2),
-            "val_acc": round(result.best_val_acc, 4),
-            "test_acc": round(evaluation.accuracy, 4),
-            "macro_f1": round(evaluation.macro_f1, 4),
-            "inference_ms_per_image": round(inference_ms_per_image(loaded, test), 4),
-        }, result.history, evaluation, test, kept_epoch(result.history, result.config.checkpoint)))
+    try:
+        for i, (name, spec, ch) in enumerate(plan):
+            if on_model is not None:
+                on_model(name, i, len(models))
+            entries.append(_train_one(name, spec, ch, data, loaded_data[ch], out_dir, quick, epochs, seed, progress))
+    except KeyboardInterrupt:   # Ctrl-C: the models that finished still get their leaderboard and report
+        if entries:
+            _write_outputs(entries, loaded_data, data, out_dir, quick, unfinished=models[len(entries):])
+        raise CompareInterrupted([e.row["model"] for e in entries], out_dir) from None
+    _write_outputs(entries, loaded_data, data, out_dir, quick)
+    return [e.row for e in entries]
+
+
+class CompareInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `compare`: which models finished, whose leaderboard and report were written."""
+
+    def __init__(self, finished: list[str], out_dir: Path) -> None:
+        super().__init__(finished)
+        self.finished, self.out_dir = finished, out_dir
+
+
+def _train_one(name: str, spec, ch: int, data: str, digits: DigitData, out_dir: Path, quick: bool,
+               epochs: int | None, seed: int, progress: bool) -> Entry:
+    n_epochs = epochs or (min(spec.epochs, QUICK_EPOCHS) if quick else None)
+    cfg = TrainConfig(model=name, data=data, epochs=n_epochs, seed=seed, channels=ch)
+    t0 = time.perf_counter()
+    result = train(cfg, out_dir / name, data=digits, progress=progress)
+    seconds = time.perf_counter() - t0
+    loaded = load_model(out_dir / name)
+    test = digits.test
+    evaluation = score(predict_probs(loaded, test), test.labels)
+    write_evaluation(evaluation, test, out_dir / name / "eval", f"{name} on {data}")
+    return Entry({
+        "model": name,
+        "params": count_parameters(loaded.model),
+        "epochs": result.config.epochs,
+        "train_seconds": round(result.train_seconds, 2),
+        "wall_seconds": round(seconds, 2),
+        "val_acc": round(result.best_val_acc, 4),
+        "test_acc": round(evaluation.accuracy, 4),
+        "macro_f1": round(evaluation.macro_f1, 4),
+        "inference_ms_per_image": round(inference_ms_per_image(loaded, test), 4),
+    }, result.history, evaluation, test, kept_epoch(result.history, result.config.checkpoint))
+
+
+def _write_outputs(entries: list[Entry], loaded_data: dict[int, DigitData], data: str, out_dir: Path, quick: bool,
+                   unfinished: list[str] = ()) -> None:
+    """leaderboard.csv and report.html, best first by validation (`entries` sorted in place)."""
     entries.sort(key=lambda e: -e.row["val_acc"])
     with atomic_open(out_dir / "leaderboard.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(e.row for e in entries)
     first = next(iter(loaded_data.values()))
-    write_text(out_dir / "report.html", render_report(entries, first, data, quick))
-    return [e.row for e in entries]
+    write_text(out_dir / "report.html", render_report(entries, first, data, quick, unfinished))
 
 
 def _channels_for(name: str, forced: int | None, data: DigitData, on_note: Callable[[str], None] | None) -> int:
@@ -148,7 +172,7 @@ def near_chance_note(rows: list[dict]) -> str:
             "the curves, and at the confusion matrix for what it answers.</p>")
 
 
-def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool) -> str:
+def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool, unfinished=()) -> str:
     """One HTML file with every figure embedded, so it can be mailed or opened offline."""
     best = entries[0].row["model"]
     sample = data.train.images[:20]
@@ -175,6 +199,9 @@ def render_report(entries: list[Entry], data: DigitData, spec: str, quick: bool)
         )
     note = " (--quick: epochs capped, figures are not final)" if quick else ""
     warning = near_chance_note([e.row for e in entries])
+    if unfinished:
+        warning += (f'<p class="warn">Interrupted: {html.escape(", ".join(unfinished))} did not finish; this '
+                    "report holds the models that did.</p>")
     grid = _img(plots.image_grid(sample, [str(v) for v in data.train.labels[:20]], title="First training images"),
                 "the first training images with their labels")
     balance = _img(plots.class_balance(counts), "images per digit in the train and test splits")
