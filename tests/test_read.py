@@ -760,3 +760,40 @@ def test_reader_only_training_keeps_the_localiser_and_learns_hard_negatives(tmp_
     with pytest.raises(ModelError, match="--hard-negatives works on the networks of --init"):
         train_reader(ReaderTrainConfig(**{**base.__dict__, "hard_negatives": 4}), tmp_path / "x",
                      photos=tiny_run.photos)
+
+
+def test_batch_shares_leave_no_pool_below_zero():
+    from housenum.train_reader import batch_shares
+
+    assert batch_shares(8, 0.5, 0, True) == [4, 4]
+    assert batch_shares(8, 1.0, 0, True) == [8, 0]         # --real-fraction 1: no synthetic photo
+    assert batch_shares(8, 1.0, 2, True) == [6, 0, 2]
+    assert batch_shares(1, 0.5, 0, True) == [1, 0]
+    assert batch_shares(1, 0.5, 1, False) == [1, 0]       # the real photo first
+    assert batch_shares(8, 0.0, 0, True) == [1, 7]
+    for args in ((2, 0.5, 5, True), (3, 0.9, 3, False), (16, 0.3, 4, True)):
+        shares = batch_shares(*args)
+        assert sum(shares) == args[0] and min(shares) >= 0 and shares[0] >= 1, (args, shares)
+
+
+def test_hard_negatives_with_a_box_localiser_training_too_and_all_real_batches(tmp_path, tiny_run):
+    """Mined negatives hold no number for a box localiser to learn: it learns from the other pools."""
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    cfg = ReaderTrainConfig(**{**tiny_run.cfg.__dict__, "init": str(tiny_run.path), "hard_negatives": 4,
+                               "arch": {**tiny_run.cfg.arch, "read_widths": (48, 64, 128, 192)}})
+    lines: list[str] = []
+    result = train_reader(cfg, tmp_path / "both", photos=tiny_run.photos, progress=lines.append)
+    assert len(result.history) == 1
+    recorded = json.loads((tmp_path / "both" / "config.json").read_text())["arch"]
+    assert list(recorded["read_widths"]) == list(tiny_run.cfg.arch["read_widths"])   # what trained, not --arch
+    assert any("--arch shapes only a --new-localizer" in line for line in lines)
+    synthetic = ReaderTrainConfig(**{**tiny_run.cfg.__dict__, "synthetic": 8, "synthetic_empty": 4,
+                                     "real_fraction": 1.0})
+    assert len(train_reader(synthetic, tmp_path / "real_only", photos=tiny_run.photos, cache=tmp_path / "cache",
+                            ).history) == 1
+    (cache_file,) = (tmp_path / "cache").iterdir()
+    cache_file.write_bytes(b"damaged")   # only a cache: built again
+    assert len(train_reader(synthetic, tmp_path / "again", photos=tiny_run.photos, cache=tmp_path / "cache",
+                            ).history) == 1
+    assert cache_file.stat().st_size > 1000

@@ -704,12 +704,15 @@ def train_reader_cmd(
         out = resume
     if arch not in ARCHS:
         raise typer.BadParameter(f"choose from {', '.join(ARCHS)}", param_hint="--arch")
-    cfg = ReaderTrainConfig(data=data, holdout=holdout or None, val_fraction=val_fraction, fold=fold,
+    def lasting(path) -> str | None:   # config.json's paths must hold for a --resume from another folder
+        return None if path is None else str(Path(path).resolve()) if Path(path).exists() else str(path)
+
+    cfg = ReaderTrainConfig(data=lasting(data), holdout=holdout or None, val_fraction=val_fraction, fold=fold,
                             epochs=epochs, minutes=minutes, loc_zoom=loc_zoom, loc_shift=loc_shift,
                             loc_backdrop=loc_backdrop,
                             batch_size=batch_size, lr=lr, real_fraction=real_fraction,
                             synthetic=synthetic, synthetic_empty=synthetic_empty, arch=ARCHS[arch].as_dict(),
-                            workers=workers, eval_every=eval_every, init=str(init) if init else None,
+                            workers=workers, eval_every=eval_every, init=lasting(init),
                             localizer_only=localizer_only, new_localizer=new_localizer, reader_only=reader_only,
                             hard_negatives=hard_negatives, seed=seed, threads=threads,
                             device=device, precision=precision)

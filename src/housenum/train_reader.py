@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -218,6 +219,16 @@ def _context_frame(rows: np.ndarray, box: tuple[float, float, float, float]) -> 
     return out.astype(np.float32)
 
 
+def batch_shares(batch_size: int, real_fraction: float, n_negatives: int, synthetic: bool) -> list[int]:
+    """Photos per batch from each pool: real (at least one), synthetic (if any; what the real and the
+    negatives leave), mined negatives (if any; at most all but one). No share is below 0."""
+    n_neg = min(n_negatives, batch_size - 1)
+    if not synthetic:
+        return [batch_size - n_neg] + ([n_neg] if n_negatives else [])
+    n_real = min(max(1, round(batch_size * real_fraction)), batch_size - n_neg)
+    return [n_real, batch_size - n_real - n_neg] + ([n_neg] if n_negatives else [])
+
+
 def real_tensors(photos: NumberSet) -> PhotoTensors:
     return photo_tensors((_checked_image(photos, i) for i in range(len(photos))), photos.boxes,
                          np.random.default_rng(0))
@@ -249,7 +260,10 @@ def synthetic_tensors(n: int, n_empty: int, seed: int, cache: Path | None = None
     """
     path = cache / f"reader-synthetic-v2-{n}-{n_empty}-{seed}.npz" if cache is not None else None
     if path is not None and path.is_file():
-        return PhotoTensors.load(path)
+        try:
+            return PhotoTensors.load(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass   # damaged: only a cache, built again below and written over
     jobs = [(seed, k, min(SYNTHETIC_CHUNK, n - start), False) for k, start in enumerate(range(0, n, SYNTHETIC_CHUNK))]
     jobs += [(seed, len(jobs) + k, min(SYNTHETIC_CHUNK, n_empty - start), True)
              for k, start in enumerate(range(0, n_empty, SYNTHETIC_CHUNK))]
@@ -262,8 +276,11 @@ def synthetic_tensors(n: int, n_empty: int, seed: int, cache: Path | None = None
         parts = [_synthetic_chunk(job) for job in jobs]
     out = PhotoTensors.cat(parts)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out.save(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out.save(path)
+        except OSError:   # a read-only or full cache costs the next run the minutes, not this one its photos
+            pass
     return out
 
 
@@ -555,6 +572,10 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             arch = ReaderArch.from_dict({**state["arch"], **loc_fields})
         else:
             arch, localizer = ReaderArch.from_dict(state["arch"]), init_localizer
+        if arch.as_dict() != ReaderArch.from_dict(cfg.arch).as_dict():   # config.json states what trains
+            say("architecture: the --init run's" + (" reader, with --arch's new localiser" if cfg.new_localizer
+                                                    else " (--arch shapes only a --new-localizer)"))
+            cfg = dataclasses.replace(cfg, arch=arch.as_dict())
     localizer = localizer.to(device, memory_format=torch.channels_last)
     reader = reader.to(device, memory_format=torch.channels_last)
 
@@ -594,8 +615,8 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     optimizer = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
                                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=cfg.lr)
     has_synthetic = synthetic is not None and len(synthetic) > 0
-    n_real = max(1, round(cfg.batch_size * cfg.real_fraction)) if has_synthetic else cfg.batch_size - n_neg
-    counts = [n_real] + ([cfg.batch_size - n_real - n_neg] if has_synthetic else []) + ([n_neg] if n_neg else [])
+    counts = batch_shares(cfg.batch_size, cfg.real_fraction, n_neg, has_synthetic)
+    n_real = counts[0]
     steps_per_epoch = math.ceil(len(real) / n_real)
     total_steps = cfg.epochs * steps_per_epoch
     ema_loc, ema_read = _EMA(localizer, cfg.ema), _EMA(reader, cfg.ema)
@@ -637,11 +658,12 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
                 break
             for group in optimizer.param_groups:
                 group["lr"] = one_cycle_lr(progress, cfg.lr)
-            parts = [(k, torch.randint(len(pools[k]), (n,), generator=gen)) for k, n in enumerate(counts)]
+            parts = [(k, torch.randint(len(pools[k]), (n,), generator=gen)) for k, n in enumerate(counts) if n]
             loc_loss = torch.zeros((), device=device)
-            if not cfg.reader_only:
-                loc_parts = [(k, loc_rows[k][torch.randint(len(loc_rows[k]), (len(i),), generator=gen)])
-                             for k, i in parts]
+            # a box localiser has nothing to learn from a pool without numbers (walls, mined negatives)
+            loc_parts = [(k, loc_rows[k][torch.randint(len(loc_rows[k]), (len(i),), generator=gen)])
+                         for k, i in parts if len(loc_rows[k])]
+            if not cfg.reader_only and loc_parts:
                 loc_batches = [localizer_batch(pools[k], i, cfg, gen, backdrop) for k, i in loc_parts]
                 lx = torch.cat([b[0] for b in loc_batches]).contiguous(memory_format=torch.channels_last)
                 lt = torch.cat([b[1] for b in loc_batches]).to(device)
