@@ -189,7 +189,25 @@ def test_read_number_caches_the_default_reader(images):
     assert isinstance(first, Reading)
     from housenum.read import _cached_reader
 
-    assert _cached_reader(None) is _cached_reader(None)
+    assert _cached_reader.cache_info().currsize >= 1
+    hits = _cached_reader.cache_info().hits
+    assert read_number(images / "test_1.png") == first and _cached_reader.cache_info().hits == hits + 1
+
+
+def test_read_number_reads_a_retrained_run_anew(tmp_path, tiny_run, images):
+    import shutil
+
+    from housenum.read import _cached_reader
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    read_number(images / "test_1.png", run)
+    loaded = _cached_reader.cache_info().misses
+    read_number(images / "test_1.png", run)
+    assert _cached_reader.cache_info().misses == loaded            # the same file: cached
+    (run / "best.pt").write_bytes((run / "best.pt").read_bytes())   # retrained: a new file
+    read_number(images / "test_1.png", run)
+    assert _cached_reader.cache_info().misses == loaded + 1
 
 
 def test_no_number_gives_low_confidence(reader):
@@ -797,3 +815,19 @@ def test_hard_negatives_with_a_box_localiser_training_too_and_all_real_batches(t
     assert len(train_reader(synthetic, tmp_path / "again", photos=tiny_run.photos, cache=tmp_path / "cache",
                             ).history) == 1
     assert cache_file.stat().st_size > 1000
+
+
+def test_train_reader_leaves_out_numbers_longer_than_it_reads(tmp_path, tiny_run):
+    import re
+
+    from housenum.data.numbers import NumberSet
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    photos = tiny_run.photos.subset(range(40))
+    six = [np.concatenate([rows] * 6)[:6] for rows in photos.boxes[:20]]   # 6 boxes, labelled to match
+    longer = NumberSet(photos.name, photos.files, ["".join(str(d) for d in rows[:, 4]) for rows in six]
+                       + photos.labels[20:], six + photos.boxes[20:])
+    lines: list[str] = []
+    train_reader(ReaderTrainConfig(**tiny_run.cfg.__dict__), tmp_path / "r", photos=longer, progress=lines.append)
+    left_out = [line for line in lines if re.fullmatch(r"\d+ training photos hold more than 5 digits, .*", line)]
+    assert left_out and 0 < int(left_out[0].split()[0]) <= 20, lines

@@ -541,13 +541,16 @@ def _scaled(reading: Reading, sx: float, sy: float) -> Reading:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_reader(model: str | None) -> NumberReader:
-    return NumberReader(model)
+def _cached_reader(path: str, stamp: tuple[int, int]) -> NumberReader:
+    return NumberReader(path)
 
 
 def read_number(image, model: str | Path | None = None) -> Reading:
-    """Read one photo with the shipped reader (or `model`); the reader is loaded once and cached."""
-    return _cached_reader(None if model is None else str(model)).read(image)
+    """Read one photo with the shipped reader (or `model`); the reader is loaded once and cached
+    until its checkpoint file changes (a run folder retrained in a notebook is read anew)."""
+    path = reader_checkpoint_path(model)
+    st = path.stat()
+    return _cached_reader(str(path.resolve()), (st.st_ino, st.st_mtime_ns)).read(image)
 
 
 __all__ = ["NumberReader", "Photo", "RawOutputs", "Reading", "decode", "read_number"]

@@ -548,6 +548,11 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     if real is None:
         photos = photos if photos is not None else load_numbers(cfg.data, default_split="train")
         train_set, val_set, _ = split_photos(photos, cfg)
+        short = [i for i, rows in enumerate(train_set.boxes) if rows is None or len(rows) <= MAX_DIGITS]
+        if len(short) < len(train_set):   # cut to 5 digits they would teach a box that leaves digits out
+            say(f"{len(train_set) - len(short)} training photos hold more than {MAX_DIGITS} digits, more than "
+                "the reader reads: left out")
+            train_set = train_set.subset(short)
         if len(train_set) == 0:
             raise ModelError(f"{cfg.data}: no photos left for training after the held-out split")
         say(f"photos: {len(train_set)} train, {len(val_set)} validation")
