@@ -831,3 +831,23 @@ def test_train_reader_leaves_out_numbers_longer_than_it_reads(tmp_path, tiny_run
     train_reader(ReaderTrainConfig(**tiny_run.cfg.__dict__), tmp_path / "r", photos=longer, progress=lines.append)
     left_out = [line for line in lines if re.fullmatch(r"\d+ training photos hold more than 5 digits, .*", line)]
     assert left_out and 0 < int(left_out[0].split()[0]) <= 20, lines
+    recorded = json.loads((tmp_path / "r" / "config.json").read_text())["data"]
+    assert recorded == f"photos given in Python: {photos.name}"   # not the config's data, which did not train
+
+    def stop(_row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):   # stopped after its first epoch of two: resumable
+        train_reader(ReaderTrainConfig(**{**tiny_run.cfg.__dict__, "epochs": 2}), tmp_path / "stopped",
+                     photos=photos, on_epoch=stop)
+    with pytest.raises(ModelError, match="given in Python .* resume it from Python the same way"):
+        train_reader(ReaderTrainConfig(), tmp_path / "stopped", resume=True)
+
+
+def test_train_reader_progress_true_prints_on_stderr(tmp_path, capsys):
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    cfg = ReaderTrainConfig(data="synthetic:16", synthetic=0, synthetic_empty=0, epochs=1, batch_size=8,
+                            arch=TINY_ARCH)
+    train_reader(cfg, tmp_path / "r", progress=True)
+    assert "epoch 1/1:" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -248,6 +249,12 @@ def _checked_image(photos: NumberSet, i: int):
                                   f"lie outside the photo ({width}x{height}): are the labels for this photo?")
     return image
 
+
+def _say_on_stderr(line: str) -> None:   # train_reader(progress=True), as a notebook user would try
+    print(line, file=sys.stderr, flush=True)
+
+
+GIVEN_PHOTOS = "photos given in Python"   # config.json's data when train_reader(photos=...) had them
 
 SYNTHETIC_CHUNK = 500  # photos per generation chunk; chunk k is drawn from seed (seed, k)
 
@@ -518,7 +525,7 @@ class ReaderTrainResult:
 
 def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberSet | None = None,
                  real: PhotoTensors | None = None, synthetic: PhotoTensors | None = None,
-                 cache: Path | None = None, progress: Callable[[str], None] | None = None,
+                 cache: Path | None = None, progress: Callable[[str], None] | bool | None = None,
                  on_epoch: Callable[[dict], None] | None = None, resume: bool = False) -> ReaderTrainResult:
     """Train localiser and reader together and write the run folder: best.pt (best validation
     whole-number accuracy; the last epoch when there is no validation), last.pt, config.json,
@@ -539,10 +546,15 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
         cfg = dataclasses.replace(ReaderTrainConfig.from_dict(resumed["config"]), device=cfg.device,
                                   threads=cfg.threads)
     cfg.check()
+    if resumed is None and (photos is not None or real is not None):   # config.json must not claim cfg.data
+        cfg = dataclasses.replace(cfg, data=f"{GIVEN_PHOTOS}: {photos.name if photos is not None else 'tensors'}")
+    elif resumed is not None and cfg.data.startswith(GIVEN_PHOTOS) and photos is None and real is None:
+        raise ModelError(f"{run_dir}: this run trained on {cfg.data[len(GIVEN_PHOTOS) + 2:]} given in Python "
+                         "(train_reader(photos=...)), which --resume cannot load: resume it from Python the same way")
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
-    say = progress or (lambda _: None)
+    say = progress if callable(progress) else _say_on_stderr if progress else (lambda _: None)
 
     val_set = train_set = None
     if real is None:
