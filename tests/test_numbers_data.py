@@ -301,3 +301,16 @@ def test_svhn_full_keeps_a_good_archive_when_the_disk_fails(server, tmp_path, mo
     assert not isinstance(caught.value, DataFormatError)
     assert (tmp_path / "cache" / "train.tar.gz").stat().st_size == len(buffer.getvalue())
     assert not (tmp_path / "cache" / "svhn-full" / ".train.partial").exists()
+
+
+def test_a_dataset_photo_over_the_upload_limit_still_loads(tmp_path):
+    from PIL import Image
+
+    from housenum.preprocess import MAX_IMAGE_BYTES
+
+    (tmp_path / "images").mkdir()
+    noise = np.random.default_rng(0).integers(0, 255, (1900, 2000, 3), dtype=np.uint8)   # PNG cannot shrink it
+    Image.fromarray(noise).save(tmp_path / "images" / "big.png")
+    assert (tmp_path / "images" / "big.png").stat().st_size > MAX_IMAGE_BYTES
+    (tmp_path / "labels.json").write_text(json.dumps({"big.png": {"label": "1", "boxes": [[10, 10, 50, 80, 1]]}}))
+    assert load_numbers(str(tmp_path)).image(0).shape == (1900, 2000, 3)

@@ -42,6 +42,11 @@ CACHE_VERSION = 2   # bump when parsing checks change, so older caches are parse
 # --- The in-memory form ---------------------------------------------------------------------------
 
 
+# A dataset's own photos are trusted further than uploads (10 MB): a 12-Mpixel phone PNG is 12-25 MB.
+# The pixel limit, which guards memory, still holds.
+DATASET_IMAGE_BYTES = 256 * 2**20
+
+
 @dataclass
 class NumberSet:
     """Photos with their numbers: the label string and the digit boxes, in reading order.
@@ -67,7 +72,7 @@ class NumberSet:
         """Photo i as an (H, W, 3) uint8 array."""
         if self.images is not None:
             return self.images[i]
-        return np.asarray(open_image(self.files[i]))
+        return np.asarray(open_image(self.files[i], max_bytes=DATASET_IMAGE_BYTES))
 
     def subset(self, index) -> NumberSet:
         index = list(index)
