@@ -851,3 +851,16 @@ def test_train_reader_progress_true_prints_on_stderr(tmp_path, capsys):
                             arch=TINY_ARCH)
     train_reader(cfg, tmp_path / "r", progress=True)
     assert "epoch 1/1:" in capsys.readouterr().err
+
+
+def test_evaluate_numbers_counts_the_photos_that_trained_the_reader(svhn_dir):
+    from housenum.data.numbers import load_numbers
+    from housenum.evaluate_numbers import reader_training_photos
+
+    folder = svhn_dir / "numbers"
+    photos = load_numbers(str(folder))
+    config = {"data": str(folder), "holdout": "test_*", "val_fraction": 0.1}
+    assert reader_training_photos(config, folder, photos.matching("train_1?.png")) == (10, "test_*")
+    assert reader_training_photos(config, folder, photos.matching("test_1?.png")) == (0, "test_*")
+    assert reader_training_photos({**config, "holdout": None}, folder, photos.matching("test_1?.png"))[0] == 10
+    assert reader_training_photos({**config, "data": "synthetic:2000"}, folder, photos) == (0, None)

@@ -640,6 +640,10 @@ def evaluate_numbers_cmd(
                    "(--digit-model RUN with one trained without them: READER_CARD.md)", err=True)
     result = evaluate_numbers(data, model, _folder_out(out), files, digits=digits, search=not no_search,
                               progress=True)
+    if result.trained_on:
+        hint = f": --files '{result.held_out_files}' scores the photos it held out" if result.held_out_files else ""
+        typer.echo(f"note: {result.trained_on} of these {result.n} photos trained the reader (its training or "
+                   f"validation photos): this figure is not held-out{hint}", err=True)
     if as_json:
         typer.echo(json.dumps(result.as_json()))
         return

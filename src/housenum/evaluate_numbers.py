@@ -134,6 +134,8 @@ class NumberEvaluation:
     photos_per_second: float
     gallery: list[str] = field(default_factory=list)   # failures.png, failures-2.png, ...: the surest first
     failures: list[dict] = field(default_factory=list)
+    trained_on: int = 0   # photos that were the reader's own training or validation photos
+    held_out_files: str | None = None   # the glob of the photos its run held out, to name in a note
 
     def as_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -159,6 +161,21 @@ def _from(threshold: float | None) -> str:
     return "" if threshold is None else f" (confidence >= {math.floor(threshold * 1000) / 1000:.3f})"
 
 
+def reader_training_photos(config: dict, spec: str | Path, photos: NumberSet) -> tuple[int, str | None]:
+    """How many of `photos` trained (or validated) the reader whose run config this is, and the glob
+    of the photos its run held out: its data must be the same folder (a path that resolves alike)."""
+    from housenum.train_reader import ReaderTrainConfig, split_photos
+
+    trained_on = config.get("data")
+    if not trained_on or not Path(str(trained_on)).exists() or not Path(str(spec)).exists():
+        return 0, None
+    if Path(str(trained_on)).resolve() != Path(str(spec)).resolve():
+        return 0, None
+    cfg = ReaderTrainConfig.from_dict(config)
+    _, _, held = split_photos(photos, cfg)
+    return len(photos) - (len(held) if held is not None else 0), cfg.holdout
+
+
 def evaluate_numbers(spec: str | Path, model: str | Path | None = None, out: Path | None = None,
                      files: str | None = None, backend: str = "auto", digits=True,
                      search: bool = True, progress: bool = False) -> NumberEvaluation:
@@ -171,6 +188,7 @@ def evaluate_numbers(spec: str | Path, model: str | Path | None = None, out: Pat
     if len(photos) == 0:
         raise DataFormatError(f"{photos.name}: holds no photos")
     reader = NumberReader(model, backend=backend, digits=digits, search=search)
+    trained_on, held_out_files = reader_training_photos(reader.config, spec, photos)
     scored = score(reader, photos, progress=progress)
     read = [r.number for r in scored.readings]
     confidence = np.array([r.confidence if r.number is not None else 0.0 for r in scored.readings])
@@ -195,7 +213,7 @@ def evaluate_numbers(spec: str | Path, model: str | Path | None = None, out: Pat
         coverage={f"{p:.0%}": accepted[p][0] for p in PRECISIONS},
         thresholds={f"{p:.0%}": accepted[p][1] for p in PRECISIONS},
         mean_iou=float(scored.iou.mean()), photos_per_second=len(photos) / max(scored.seconds, 1e-9),
-        gallery=gallery, failures=failures)
+        gallery=gallery, failures=failures, trained_on=trained_on, held_out_files=held_out_files)
 
 
 def failures_gallery(photos: NumberSet, scored: Scored, out: Path) -> list[Path]:
