@@ -1,10 +1,11 @@
 """housenum: read house numbers from street photos, built on SVHN."""
 
-from housenum.errors import DataFormatError, HousenumError, ImageError, ModelError
+from housenum.errors import DataFormatError, DownloadError, HousenumError, ImageError, ImageTooLargeError, ModelError
 
 __version__ = "1.0.0"
 
-__all__ = ["DataFormatError", "HousenumError", "ImageError", "ModelError", "__version__", "read_number"]
+__all__ = ["DataFormatError", "DownloadError", "HousenumError", "ImageError", "ImageTooLargeError", "ModelError",
+           "__version__", "read_number"]
 
 
 def __getattr__(name: str):
@@ -14,3 +15,7 @@ def __getattr__(name: str):
 
         return read_number
     raise AttributeError(f"module 'housenum' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:   # tab completion shows read_number, which loads lazily
+    return sorted({*globals(), *__all__})
