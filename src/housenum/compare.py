@@ -16,12 +16,13 @@ import numpy as np
 from housenum import plots
 from housenum.checkpoint import load_model
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
-from housenum.errors import DataFormatError, ModelError
+from housenum.errors import ModelError
 from housenum.evaluate import (
     Evaluation,
     inference_ms_per_image,
     mistakes_figure,
     predict_probs,
+    require_test_digits,
     score,
     write_evaluation,
 )
@@ -81,9 +82,7 @@ def _train_and_report(models: list[str], data: str, out_dir: Path, quick: bool, 
     # Every model's data is ready before the first trains: a bad spec or a refused channel count
     # is then the only line, not a failure after hours of training.
     raw = load_digits(data)
-    if not len(raw.test):
-        raise DataFormatError(f"{data}: its test split is empty (too few digits or source photos to hold "
-                              "any out), so no model could be scored")
+    require_test_digits(raw.test, data)
     plan = [(name, model_spec(name), _channels_for(name, channels, raw, on_note)) for name in models]
     loaded_data: dict[int, DigitData] = {ch: raw.with_channels(ch) for ch in dict.fromkeys(ch for *_, ch in plan)}
     entries: list[Entry] = []
@@ -95,7 +94,7 @@ def _train_and_report(models: list[str], data: str, out_dir: Path, quick: bool, 
     except KeyboardInterrupt:   # Ctrl-C: the models that finished still get their leaderboard and report
         if entries:
             _write_outputs(entries, loaded_data, data, out_dir, quick, unfinished=models[len(entries):])
-        raise CompareInterrupted([e.row["model"] for e in entries], out_dir) from None
+        raise CompareInterrupted([e.row["model"] for e in entries]) from None
     _write_outputs(entries, loaded_data, data, out_dir, quick)
     return [e.row for e in entries]
 
@@ -103,9 +102,9 @@ def _train_and_report(models: list[str], data: str, out_dir: Path, quick: bool, 
 class CompareInterrupted(KeyboardInterrupt):
     """Ctrl-C during `compare`: which models finished, whose leaderboard and report were written."""
 
-    def __init__(self, finished: list[str], out_dir: Path) -> None:
+    def __init__(self, finished: list[str]) -> None:
         super().__init__(finished)
-        self.finished, self.out_dir = finished, out_dir
+        self.finished = finished
 
 
 def _train_one(name: str, spec, ch: int, data: str, digits: DigitData, out_dir: Path, quick: bool,

@@ -118,9 +118,7 @@ def evaluate_run(model: str | Path | None, data: str | Path | None = None,
     loaded = load_model(model)
     spec = str(data) if data else recorded_data(loaded, DEFAULT_SPEC)
     test = load_digits(spec).test
-    if not len(test):
-        raise DataFormatError(f"{spec}: its test split is empty (too few digits or source photos to hold "
-                              "any out), so there is nothing to evaluate")
+    require_test_digits(test, spec)
     result = score(predict_probs(loaded, test, tta), test.labels)
     result.held_out = not trained_on_test_split(loaded.config, spec)
     result.tta = tta
@@ -130,6 +128,12 @@ def evaluate_run(model: str | Path | None, data: str | Path | None = None,
         seen = "" if result.held_out else " (not held-out: the model trained on this test split too)"
         write_evaluation(result, test, Path(out_dir), f"{loaded.name} on {spec}{' with TTA' if tta else ''}{seen}")
     return result
+
+
+def require_test_digits(test: DigitSet, spec: str) -> None:
+    if not len(test):
+        raise DataFormatError(f"{spec}: its test split is empty (too few digits or source photos to hold "
+                              "any out), so there is nothing to evaluate")
 
 
 def trained_on_test_split(config: dict, spec: str) -> bool:

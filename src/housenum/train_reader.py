@@ -677,10 +677,12 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
                 group["lr"] = one_cycle_lr(progress, cfg.lr)
             parts = [(k, torch.randint(len(pools[k]), (n,), generator=gen)) for k, n in enumerate(counts) if n]
             loc_loss = torch.zeros((), device=device)
-            # a box localiser has nothing to learn from a pool without numbers (walls, mined negatives)
-            loc_parts = [(k, loc_rows[k][torch.randint(len(loc_rows[k]), (len(i),), generator=gen)])
-                         for k, i in parts if len(loc_rows[k])]
-            if not cfg.reader_only and loc_parts:
+            # a box localiser has nothing to learn from a pool without numbers (walls, mined negatives);
+            # none drawn at all under reader_only, so its random stream stays the recipe's
+            loc_parts = [] if cfg.reader_only else [
+                (k, loc_rows[k][torch.randint(len(loc_rows[k]), (len(i),), generator=gen)])
+                for k, i in parts if len(loc_rows[k])]
+            if loc_parts:
                 loc_batches = [localizer_batch(pools[k], i, cfg, gen, backdrop) for k, i in loc_parts]
                 lx = torch.cat([b[0] for b in loc_batches]).contiguous(memory_format=torch.channels_last)
                 lt = torch.cat([b[1] for b in loc_batches]).to(device)
