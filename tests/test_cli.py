@@ -367,3 +367,18 @@ def test_predict_reads_a_digit_piped_in(crops, tmp_path):
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
     assert answer["file"] == "-" and answer["digit"] == crops["y"][0]
+
+
+def test_ctrl_c_in_a_command_without_its_own_handling_says_interrupted_once(monkeypatch, capsys):
+    import housenum.data
+    from housenum import cli
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(housenum.data, "load_digits", ctrl_c)       # as in the middle of a download
+    monkeypatch.setattr(sys, "argv", ["housenum", "data", "info", "svhn"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"

@@ -239,3 +239,18 @@ def test_fetch_uses_cache_dir_by_default(server, remote, tmp_path, monkeypatch):
     monkeypatch.setenv("HOUSENUM_DATA", str(tmp_path / "cache"))
     path = fetch(NAME, progress=False, expected=remote)
     assert path == tmp_path / "cache" / NAME
+
+
+def test_ctrl_c_during_a_transfer_says_the_partial_file_is_kept(server, remote, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(download, "CHUNK_BYTES", 1024)
+
+    class StoppedBar(download.tqdm):
+        def update(self, n=1):
+            super().update(n)
+            raise KeyboardInterrupt   # Ctrl-C after the first chunk
+
+    monkeypatch.setattr(download, "tqdm", StoppedBar)
+    with pytest.raises(KeyboardInterrupt):
+        fetch(NAME, directory=tmp_path, progress=False, expected=remote)
+    assert (tmp_path / f"{NAME}.part").stat().st_size == 1024
+    assert f"{NAME}: download stopped; {NAME}.part is kept and the next fetch resumes it" in capsys.readouterr().err

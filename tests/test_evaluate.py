@@ -76,14 +76,3 @@ def test_a_run_trained_on_all_data_is_not_held_out_wherever_its_test_digits_turn
     (tmp_path / "train_32x32.mat").unlink()
     assert data_files("test_32x32.mat") == (frozenset({"test_32x32.mat"}),) * 2
     assert data_files("train_32x32.mat", recorded=True)[1] == frozenset({"test_32x32.mat"})
-
-
-def test_the_package_exports_every_error_and_lists_read_number():
-    import inspect
-
-    import housenum
-    from housenum import errors
-
-    classes = {name for name, value in inspect.getmembers(errors, inspect.isclass) if issubclass(value, Exception)}
-    assert classes <= set(housenum.__all__) and set(housenum.__all__) <= set(dir(housenum))
-    assert callable(housenum.read_number)

@@ -129,7 +129,7 @@ def test_batch_calls_refuse_a_lone_image_and_name_a_bad_item(crops):
             recognizer.predict(lone)
     three = list(crops["X"][:3])
     assert recognizer.predict(x for x in three) == recognizer.predict(three)
-    with pytest.raises(ImageError, match=r"^item 1 of 3: upload: not an image"):
+    with pytest.raises(ImageError, match=r"^item 1 of 3: image bytes: not an image"):
         recognizer.predict([three[0], b"junk", three[1]])
     with pytest.raises(ValueError, match="top_k must be an integer"):
         recognizer.predict(three, top_k=True)

@@ -155,6 +155,9 @@ def test_labels_json_folder(svhn_dir):
     assert len(photos) == 2504
     test = photos.matching("test_*")
     assert len(test) == 500 and test.names[:2] == ["test_1.png", "test_2.png"]
+    with pytest.raises(DataFormatError, match=r"no photo name matches 'test_1\?' \(names are file names such as "
+                                              r"extra_1.png\)"):
+        photos.matching("test_1?")
     i = photos.names.index("train_1.png")
     assert photos.labels[i] == "".join(str(d) for d in photos.boxes[i][:, 4])
     image = photos.image(i)
@@ -164,6 +167,9 @@ def test_labels_json_folder(svhn_dir):
 def test_labels_json_errors(tmp_path, svhn_dir):
     (tmp_path / "labels.json").write_text(json.dumps({"a.png": {"label": "12", "boxes": [[0, 0, 5, 5, 1]]}}))
     with pytest.raises(DataFormatError, match="does not match its boxes"):
+        load_labels_json(tmp_path / "labels.json")
+    (tmp_path / "labels.json").write_text(json.dumps({"a.png": {"label": "", "boxes": []}}))
+    with pytest.raises(DataFormatError, match="entry 'a.png' has no digit boxes; every photo needs its number's"):
         load_labels_json(tmp_path / "labels.json")
     for box, message in (([0, 0, 5, 5, 10], r"box digits must be whole numbers 0..9, found 10"),
                          ([0, 0, 5, 5, 1.5], "box digits .* found 1.5"),

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from housenum.checkpoint import load_model
 from housenum.data.synthetic import synthetic_empty
 from housenum.errors import ImageError, ModelError
 from housenum.read import DEFAULT_READER, NumberReader, Reading, read_number
@@ -246,7 +247,7 @@ def test_read_many_takes_a_batch_and_names_a_bad_item(reader, images):
     for lone in (str(photo), photo, Image.open(photo), photo.read_bytes(), pixels):
         with pytest.raises(ImageError, match=r"read_many\(\[image\]\)"):
             reader.read_many(lone)
-    with pytest.raises(ImageError, match=r"^item 1 of 3: upload: not an image"):
+    with pytest.raises(ImageError, match=r"^item 1 of 3: image bytes: not an image"):
         reader.read_many([photo, b"junk", photo])
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="batch_size must be a whole number 1 or more"):
@@ -444,14 +445,16 @@ def test_evaluate_numbers_on_held_out_photos(svhn_dir, tmp_path, monkeypatch):
     json.dumps(result.as_json())
 
 
-def test_cli_evaluate_numbers_says_when_the_digit_model_saw_these_photos(images):
+def test_cli_evaluate_numbers_says_when_the_digit_model_saw_these_photos(images, tmp_path):
     base = [sys.executable, "-m", "housenum.cli", "evaluate-numbers", str(images.parent), "--files", "test_1.png",
             "--json"]
     shipped, alone = (subprocess.run(base + extra, capture_output=True, text=True, timeout=120)
-                      for extra in ([], ["--reader-only"]))
+                      for extra in ([], ["--reader-only", "--out", str(tmp_path / "gallery")]))
     assert shipped.returncode == alone.returncode == 0
     assert "not held-out" in shipped.stderr and "not held-out" not in alone.stderr
     assert json.loads(shipped.stdout)["n"] == 1
+    assert json.loads(alone.stdout)["failures"] == []     # test_1.png is read right: --out has nothing to show
+    assert f"no failures: no gallery to write in {tmp_path / 'gallery'}" in alone.stderr
 
 
 def test_evaluate_numbers_shows_progress_on_a_terminal_only(svhn_dir, monkeypatch, reader):
@@ -716,6 +719,8 @@ def test_new_heatmap_localiser_keeps_the_initial_reader_and_ships_to_onnx(svhn_d
     assert after["arch"]["loc_head"] == "heatmap" and before["arch"]["loc_head"] == "box"
     assert all(torch.equal(before["reader_state"][k], v) for k, v in after["reader_state"].items())
     assert any(k.startswith("maps.") for k in after["localizer_state"])
+    row = _history(tmp_path / "heat")[0]   # the reader did not train: no figures for it, not 0.0
+    assert (row["loss"], row["acc"]) == ("nan", "nan") and float(row["loc_loss"]) > 0
 
     written = ship_reader(tmp_path / "heat" / "best.pt", tmp_path / "ship" / "reader.pt", {"name": "tiny"})
     assert [p.name for p in written] == ["reader.pt", "reader.loc.onnx", "reader.read.onnx"]
@@ -775,6 +780,10 @@ def test_reader_only_training_keeps_the_localiser_and_learns_hard_negatives(tmp_
     assert all(torch.equal(before["localizer_state"][k], v) for k, v in after["localizer_state"].items())
     assert not all(torch.equal(before["reader_state"][k], v) for k, v in after["reader_state"].items())
     assert any(line.startswith("hard negatives:") and "4 synthetic walls" in line for line in lines)
+    row = _history(tmp_path / "tuned")[0]   # the localiser did not train: no figure for it, not a 0.0
+    assert row["loc_loss"] == "nan" and float(row["loss"]) > 0
+    epoch = next(line for line in lines if line.startswith("epoch 1/1:"))
+    assert " loc " not in epoch and " loss " in epoch
     with pytest.raises(ModelError, match="--hard-negatives works on the networks of --init"):
         train_reader(ReaderTrainConfig(**{**base.__dict__, "hard_negatives": 4}), tmp_path / "x",
                      photos=tiny_run.photos)
@@ -864,3 +873,71 @@ def test_evaluate_numbers_counts_the_photos_that_trained_the_reader(svhn_dir):
     assert reader_training_photos(config, folder, photos.matching("test_1?.png")) == (0, "test_*")
     assert reader_training_photos({**config, "holdout": None}, folder, photos.matching("test_1?.png"))[0] == 10
     assert reader_training_photos({**config, "data": "synthetic:2000"}, folder, photos) == (0, None)
+
+
+def test_a_new_reader_run_replaces_the_old_one_only_at_its_first_checkpoint(tmp_path, tiny_run, monkeypatch):
+    """`--init X --out X` stopped in its first epoch keeps X whole; once saved, no file of the old run stays."""
+    import shutil
+
+    from housenum.read import NumberReader as Reader
+    from housenum.train_reader import ReaderTrainConfig, train_reader
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    (run / "summary.txt").write_text('Model: "cnn1"')   # what a digit run left there
+    (run / "eval").mkdir()
+    (run / "eval" / "report.txt").write_text("cnn1's evaluation")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    cfg = ReaderTrainConfig(**{**tiny_run.cfg.__dict__, "init": str(run), "epochs": 2})
+    validate = Reader.from_modules
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Reader, "from_modules", ctrl_c)   # Ctrl-C as the first epoch is validated
+    with pytest.raises(KeyboardInterrupt):
+        train_reader(cfg, run, photos=tiny_run.photos)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert (run / "eval" / "report.txt").exists()
+
+    monkeypatch.setattr(Reader, "from_modules", validate)
+    listings = []
+    train_reader(cfg, run, photos=tiny_run.photos, on_epoch=lambda row: listings.append(
+        sorted(p.name for p in run.iterdir())))
+    assert listings[0] == ["best.pt", "config.json", "curves.png", "history.csv", "last.pt"]
+    assert json.loads((run / "config.json").read_text())["init"] == str(run)
+
+
+def test_a_digit_run_into_a_reader_runs_folder_says_what_it_replaces(tmp_path, tiny_run, small_npz):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    done = subprocess.run([sys.executable, "-m", "housenum.cli", "train", "--model", "ann1", "--data", str(small_npz),
+                           "--epochs", "1", "--out", str(run)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"replacing the reader run in {run} once this run's first checkpoint is saved (until then Ctrl-C " \
+           "keeps it; 'housenum train' cannot resume a reader run)" in done.stderr
+    assert load_model(run).name == "ann1" and "arch" not in json.loads((run / "config.json").read_text())
+
+
+def _history(run: Path) -> list[dict]:
+    import csv
+
+    with open(run / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_reader_curves_give_each_measure_its_own_axes_and_say_what_was_not_trained():
+    from housenum import plots
+
+    nan = float("nan")
+    history = [{"epoch": e, "step": 4 * e, "loss": nan, "loc_loss": 1.0 / e, "acc": nan, "val_loss": 9.0 - e,
+                "val_acc": 0.1 * e, "val_iou": 0.2 * e, "seconds": e, "lr": 1e-3} for e in (1, 2)]
+    fig = plots.reader_curves(history, "t")
+    titles = {ax.get_title(): ax for ax in fig.axes}
+    assert len(titles["reader training loss"].lines) == 0
+    assert "not trained" in titles["reader training loss"].texts[0].get_text()
+    assert len(titles["whole-number accuracy"].lines) == 1          # validation only: train acc is NaN
+    assert list(titles["localiser validation IoU"].lines[0].get_ydata()) == [0.2, 0.4]
+    plots.plt.close(fig)

@@ -136,10 +136,14 @@ def test_resume_refuses_epochs_its_schedule_cannot_take(small_npz, tmp_path):
         train(TrainConfig(model="ann1", epochs=1), tmp_path / "constant", data=data, resume=True, progress=False)
 
 
-def test_a_new_run_in_an_old_runs_folder_leaves_none_of_its_files(small_npz, tmp_path, monkeypatch):
-    """Even when the new run is stopped before its first epoch is saved: no old best.pt beside its config."""
+def test_a_new_run_replaces_an_old_runs_files_only_once_its_first_epoch_is_saved(small_npz, tmp_path, monkeypatch):
+    """Stopped in its first epoch, the new run leaves the old one whole; after it, none of the old files stay."""
     data = load_digits(str(small_npz))
     train(TrainConfig(model="ann1", epochs=2), tmp_path, data=data, progress=False)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "report.txt").write_text("ann1's evaluation")
+    before = {name: (tmp_path / name).read_bytes() for name in FILES}
+    evaluate = train_module._evaluate
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
@@ -147,8 +151,16 @@ def test_a_new_run_in_an_old_runs_folder_leaves_none_of_its_files(small_npz, tmp
     monkeypatch.setattr(train_module, "_evaluate", ctrl_c)     # Ctrl-C at the end of the first epoch
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(model="ann2", epochs=1), tmp_path, data=data, progress=False)
+    assert {name: (tmp_path / name).read_bytes() for name in FILES} == before
+    assert load_model(tmp_path).name == "ann1" and (tmp_path / "eval" / "report.txt").exists()
+
+    rows = []
+    monkeypatch.setattr(train_module, "_evaluate", evaluate)
+    train(TrainConfig(model="ann2", epochs=2), tmp_path, data=data, progress=False,
+          on_epoch=lambda row: rows.append(sorted(p.name for p in tmp_path.iterdir())))
+    assert rows[0] == sorted(FILES)                     # after epoch 1: the new run's files, no eval/ of ann1's
     assert json.loads((tmp_path / "config.json").read_text())["model"] == "ann2"
-    assert not any((tmp_path / name).exists() for name in ("best.pt", "last.pt", "history.csv", "curves.png"))
+    assert "ann2" in (tmp_path / "summary.txt").read_text()
 
 
 def test_resuming_a_run_saved_before_precision_existed_keeps_it_in_fp32_on_a_cpu(small_npz, tmp_path, monkeypatch):

@@ -20,6 +20,9 @@ DEFAULT_DIGIT_MODEL = WEIGHTS_DIR / "digits.pt"
 # Other shipped digit models, by the name `--model` accepts: `fast` trades 0.75 points of held-out
 # accuracy for 1.3-2.7x the speed (DIGITS_FAST_CARD.md).
 SHIPPED_DIGIT_MODELS = {"fast": WEIGHTS_DIR / "digits_fast.pt"}
+# What a digit or reader run writes into its folder, and `housenum evaluate RUN` into its eval/
+RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "config.json", "summary.txt")
+EVAL_FILES = ("report.txt", "metrics.json", "confusion.png", "mistakes.png")
 
 
 @dataclass
@@ -120,3 +123,22 @@ def read_config(run_dir: Path) -> dict:
         return json.loads((Path(run_dir) / "config.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def run_kind(run_dir: Path) -> str | None:
+    """What trained the run in `run_dir`, by its config.json: "reader", "digits", or None (no run)."""
+    if not any((Path(run_dir) / name).exists() for name in ("last.pt", "best.pt")):
+        return None
+    return "reader" if "arch" in read_config(run_dir) else "digits"
+
+
+def clear_old_run(run_dir: Path) -> None:
+    """Remove an earlier run's files, its evaluation included. A new run calls it only when its own
+    first checkpoint is ready, so that stopping before then leaves the earlier run whole."""
+    run_dir = Path(run_dir)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in EVAL_FILES:   # the old model's evaluation, which would read as the new one's
+        (run_dir / "eval" / name).unlink(missing_ok=True)
+    if (run_dir / "eval").is_dir() and not any((run_dir / "eval").iterdir()):
+        (run_dir / "eval").rmdir()

@@ -335,8 +335,8 @@ def train_cmd(
     if resume is None:   # a bad setting is refused before anything is said about the run folder
         pick_device(cfg.resolved().device)
     main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun, one line from rank 0, not one per rank
-    if resume is None and main_rank and any((run_dir / name).exists() for name in ("last.pt", "best.pt")):
-        typer.echo(f"replacing the run in {run_dir} (--resume {run_dir} would continue it)", err=True)
+    if resume is None and main_rank:
+        _say_replacing(run_dir, "digits")
     old_last = _stamp(run_dir / "last.pt")
     try:
         result = train(cfg, run_dir, resume=resume is not None)
@@ -349,9 +349,25 @@ def train_cmd(
                  f"(continue with: housenum train --resume {run_dir})")
         else:
             _err("interrupted before the first epoch finished: nothing to resume")
-        raise typer.Exit(130) from None
+        raise SystemExit(130) from None   # said already: main() adds nothing
     if main_rank:
         typer.echo(_trained_line(result, run_dir))
+
+
+def _say_replacing(run_dir: Path, kind: str) -> None:
+    """Warn that a new run will take the place of the one in its folder, once its first checkpoint is saved."""
+    from housenum.checkpoint import run_kind
+
+    old = run_kind(run_dir)
+    if old is None:
+        return
+    if old == kind:
+        what, hint = "run", f"--resume {run_dir} would continue it"
+    else:
+        what = "digit-model run" if old == "digits" else "reader run"
+        hint = f"'housenum {'train' if kind == 'digits' else 'train-reader'}' cannot resume a {what}"
+    typer.echo(f"replacing the {what} in {run_dir} once this run's first checkpoint is saved "
+               f"(until then Ctrl-C keeps it; {hint})", err=True)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -429,7 +445,7 @@ def compare_cmd(
         done = (f"{', '.join(e.finished)} finished: their leaderboard and report are in {out}" if e.finished
                 else "no model finished")
         _err(f"interrupted; {done}")
-        raise typer.Exit(130) from None
+        raise SystemExit(130) from None   # said already: main() adds nothing
     if as_json:
         typer.echo(json.dumps({"leaderboard": rows, "selected": rows[0]["model"], "out": str(out)}))
         return
@@ -644,6 +660,8 @@ def evaluate_numbers_cmd(
         hint = f": --files '{result.held_out_files}' scores the photos it held out" if result.held_out_files else ""
         typer.echo(f"note: {result.trained_on} of these {result.n} photos trained the reader (its training or "
                    f"validation photos): this figure is not held-out{hint}", err=True)
+    if out is not None and not result.failures:
+        typer.echo(f"no failures: no gallery to write in {out}", err=True)
     if as_json:
         typer.echo(json.dumps(result.as_json()))
         return
@@ -722,17 +740,21 @@ def train_reader_cmd(
                             device=device, precision=precision)
     if resume is None:
         cfg.check()     # before saying an old run is replaced
-    if resume is None and any((out / name).exists() for name in ("last.pt", "best.pt")):
-        typer.echo(f"replacing the run in {out} (--resume {out} would continue it)", err=True)
+    if resume is None:
+        _say_replacing(out, "reader")
+    old_last = _stamp(out / "last.pt")
     try:
         result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True), resume=resume is not None)
     except KeyboardInterrupt:
-        if (out / "last.pt").exists():
+        stamp = _stamp(out / "last.pt")
+        if stamp is not None and stamp == old_last and resume is None:   # the old run's, not this one's
+            _err(f"interrupted before the first checkpoint; the earlier run in {out} is as it was")
+        elif stamp is not None:
             _err(f"interrupted; the last checkpoint is in {out}/last.pt "
                  f"(continue with: housenum train-reader --resume {out})")
         else:
             _err("interrupted before the first checkpoint: nothing to resume")
-        raise typer.Exit(130) from None
+        raise SystemExit(130) from None   # said already: main() adds nothing
     typer.echo(f"reader: best validation whole-number accuracy {result.best_val_acc:.4f}, "
                f"{result.train_seconds:.0f} s; run folder {out}")
 
@@ -761,6 +783,8 @@ def main() -> None:
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
+    if code == 130:   # typer's word for a Ctrl-C that no command caught
+        _err("interrupted")
     sys.exit(code if isinstance(code, int) else 0)
 
 

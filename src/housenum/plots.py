@@ -152,6 +152,46 @@ def curves(history: list[dict], title: str = "", kept_epoch: int | None = None):
     return fig
 
 
+def reader_curves(history: list[dict], title: str = ""):
+    """A reader run's epochs, each quantity on its own axes: the training loss (the reader's objective on
+    true-box crops) and the validation -log P(true number) (whole photos through the localiser) are not
+    the same measure, so each has its own axes. A part the run does not train has no figures (NaN),
+    and its panel says so."""
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    panels = [
+        ("whole-number accuracy", [("acc", "train (true-box crops)"), ("val_acc", "validation photos")]),
+        ("reader training loss", [("loss", "train objective")]),
+        ("validation -log P(true number)", [("val_loss", "validation photos")]),
+        ("localiser training loss", [("loc_loss", "train")]),
+        ("localiser validation IoU", [("val_iou", "validation photos")]),
+        ("learning rate", [("lr", "at the epoch's end")]),
+    ]
+    for ax, (name, series) in zip(axes.flat, panels):
+        drawn = 0
+        for key, label in series:
+            values = [float(h.get(key, float("nan"))) for h in history]
+            if all(np.isnan(values)):
+                continue
+            ax.plot(epochs, values, "o-", label=label)
+            drawn += 1
+        if not drawn:
+            ax.text(0.5, 0.5, "not trained or not measured\nin this run", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
+            ax.set_yticks([])
+        elif len(series) > 1:
+            ax.legend(fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "Reader training")
+    fig.tight_layout()
+    return fig
+
+
 def confusion(matrix: np.ndarray, title: str = "Confusion matrix"):
     """Counts in the cells, coloured by the share of each true digit's images (rows sum to 1), so
     that a rare digit's errors show as much as a common one's."""

@@ -44,11 +44,12 @@ def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def open_image(source,
-               max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def open_image(source, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
+               name: str | None = None) -> Image.Image:
     """Open and fully decode an image as RGB, refusing non-images, empty, truncated or huge files.
 
-    `source`: a path, bytes, an open binary file, a PIL image or an array (see `_as_uint8`).
+    `source`: a path, bytes, an open binary file, a PIL image or an array (see `_as_uint8`); `name`,
+    what errors call bytes or a file without a name (an upload's file name, say).
 
     The pixel count is checked from the header before decoding, so a decompression bomb is
     refused without allocating it.
@@ -79,7 +80,7 @@ def open_image(source,
     elif isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
         # an open file is read one byte past the limit at most, enough to tell it is over
         is_file = hasattr(source, "read")
-        name = str(getattr(source, "name", "upload")) if is_file else "upload"  # a file's path, or <stdin>
+        name = name or (str(getattr(source, "name", "image file")) if is_file else "image bytes")  # or <stdin>
         try:
             data = source.read(max_bytes + 1) if is_file else source
         except UnicodeDecodeError:   # a text-mode file of image bytes

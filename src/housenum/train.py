@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from housenum import plots
-from housenum.checkpoint import checkpoint_path, load_model, read_checkpoint, read_digit_checkpoint, save_checkpoint
+from housenum.checkpoint import (checkpoint_path, clear_old_run, load_model, read_checkpoint, read_digit_checkpoint,
+                                 save_checkpoint)
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
 from housenum.data.augment import Augment, augment_batch, cutmix, mixup
 from housenum.data.splits import validation_split
@@ -58,8 +59,6 @@ OPTIMIZERS = ("adam", "sgd")
 
 # A run folder's files, and those `housenum evaluate` writes in its eval/; a new run in an old
 # run's folder removes them first
-RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "config.json", "summary.txt")
-EVAL_FILES = ("report.txt", "metrics.json", "confusion.png", "mistakes.png")
 
 
 @dataclass
@@ -565,15 +564,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
 
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if state is None:   # a new run in a folder that held another: none of the old run's files stay
-            for name in RUN_FILES:
-                (run_dir / name).unlink(missing_ok=True)
-            for name in EVAL_FILES:   # the old model's evaluation, which would read as this one's
-                (run_dir / "eval" / name).unlink(missing_ok=True)
-            if (run_dir / "eval").is_dir() and not any((run_dir / "eval").iterdir()):
-                (run_dir / "eval").rmdir()
-        write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
-        write_text(run_dir / "summary.txt", model_summary(model, cfg.channels, cfg.model))
+        if state is not None:
+            _write_run_config(run_dir, cfg, model)
 
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -637,6 +629,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         improved = val_acc > best_val_acc or cfg.checkpoint == "last"   # every rank: each returns it
         best_val_acc = val_acc if improved else best_val_acc
         if dist.main:
+            if state is None and epoch == start_epoch:   # only now does a new run replace the folder's old one
+                clear_old_run(run_dir)
+                _write_run_config(run_dir, cfg, model)
             ckpt = {"model": cfg.model, "channels": cfg.channels, "config": asdict(cfg),
                     "model_state": eval_model.state_dict(), "epoch": epoch + 1, "history": history,
                     "train_seconds": elapsed, "best_val_acc": best_val_acc}
@@ -655,6 +650,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
         _calibrate(run_dir / "best.pt", x_val, y_val)
     dist.close()
     return TrainResult(run_dir, history, best_val_acc, elapsed, cfg)
+
+
+def _write_run_config(run_dir: Path, cfg: TrainConfig, model: nn.Module) -> None:
+    write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    write_text(run_dir / "summary.txt", model_summary(model, cfg.channels, cfg.model))
 
 
 def _calibrate(best_path: Path, x_val: torch.Tensor, y_val: torch.Tensor) -> None:

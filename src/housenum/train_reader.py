@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from housenum import plots
-from housenum.checkpoint import save_checkpoint
+from housenum.checkpoint import clear_old_run, save_checkpoint
 from housenum.data.numbers import NumberSet, load_numbers, number_box
 from housenum.data.splits import source_fold
 from housenum.errors import DataFormatError, ModelError
@@ -44,7 +44,6 @@ READER_FORMAT = "housenum-reader/1"
 # unlabelled real digits (a gallery of the 48 surest: about half), so they are not taught as "no number".
 HARD_NEGATIVE_SKIP = 0.9
 LOC_BACKDROPS = ("border", "scenery")
-RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "config.json")
 
 
 @dataclass
@@ -656,10 +655,8 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
         say(f"resuming after epoch {start_epoch} of {cfg.epochs} (step {step})")
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resumed is None:   # a new run in a folder that held another: none of the old run's files stay
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-    write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    if resumed is not None:
+        write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
     sums = {k: torch.zeros((), device=device) for k in ("loss", "loc_loss", "acc")}
     start, out_of_time = time.perf_counter() - wall, False   # a budget in minutes counts the time before a resume
     for epoch in range(start_epoch, cfg.epochs):
@@ -714,6 +711,8 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             continue
         steps = max(1, step - (history[-1]["step"] if history else 0))
         mean = {k: v.item() / steps for k, v in sums.items()}
+        for key in ("loss", "acc") if cfg.localizer_only else ("loc_loss",) if cfg.reader_only else ():
+            mean[key] = float("nan")   # not trained in this run: no figure, rather than a 0.0 that reads as perfect
         row = {"epoch": epoch + 1, "step": step, **mean, "val_loss": float("nan"), "val_acc": float("nan"),
                "val_iou": float("nan"), "seconds": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"]}
         sums = {k: torch.zeros((), device=device) for k in sums}
@@ -721,12 +720,14 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             val = NumberReader.from_modules(ema_loc.model, ema_read.model, device=device).evaluate(val_set)
             row.update(val_loss=val["reader_loss"], val_acc=val["accuracy"], val_iou=val["mean_iou"])
         history.append(row)
-        say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f} loc {row['loc_loss']:.4f} "
-            f"acc {row['acc']:.3f} val_acc {row['val_acc']:.4f} val_iou {row['val_iou']:.3f} {elapsed:.0f}s")
+        say(epoch_line(row, cfg.epochs))
         state = {"kind": READER_FORMAT, "config": asdict(cfg), "arch": arch.as_dict(),
                  "localizer_state": _cpu(ema_loc.model.state_dict()), "reader_state": _cpu(ema_read.model.state_dict()),
                  "epoch": epoch + 1, "history": history, "train_seconds": elapsed,
                  "photos": {"train": len(real), "validation": len(val_set) if val_set is not None else 0}}
+        if resumed is None and len(history) == 1:   # only now does a new run replace the folder's old one
+            clear_old_run(run_dir)
+            write_text(run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
         score = row["val_acc"] if not math.isnan(row["val_acc"]) else epoch
         if score > best:
             best = score
@@ -745,6 +746,15 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             break
     best_acc = max((r["val_acc"] for r in history if not math.isnan(r["val_acc"])), default=float("nan"))
     return ReaderTrainResult(run_dir, history, best_acc, elapsed, cfg)
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """An epoch's figures in one line, leaving out those of parts the run does not train."""
+    figures = [("loss", "loss", ".3f"), ("loc", "loc_loss", ".4f"), ("acc", "acc", ".3f"),
+               ("val_acc", "val_acc", ".4f"), ("val_iou", "val_iou", ".3f")]
+    shown = " ".join(f"{name} {row[key]:{form}}" for name, key, form in figures
+                     if not (math.isnan(row[key]) and key in ("loss", "loc_loss", "acc")))
+    return f"epoch {row['epoch']}/{epochs}: {shown} {row['seconds']:.0f}s"
 
 
 def _resumable(run_dir: Path) -> dict:
@@ -782,7 +792,7 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    plots.save(plots.curves(history, "reader: whole-number accuracy and loss per epoch"), run_dir / "curves.png")
+    plots.save(plots.reader_curves(history, "reader: per epoch"), run_dir / "curves.png")
 
 
 # --- Shipping -------------------------------------------------------------------------------------

@@ -141,6 +141,9 @@ def _download(
                     bar.update(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
+    except KeyboardInterrupt:
+        print(f"{name}: download stopped; {_kept(part)}", file=sys.stderr)
+        raise
     except urllib.error.HTTPError as e:
         raise DownloadError(f"{name}: {url} answered HTTP {e.code} {e.reason}") from None
     except (OSError, http.client.HTTPException) as e:

@@ -88,7 +88,8 @@ class NumberSet:
         """The photos whose file name matches a glob such as `test_*`."""
         keep = [i for i, n in enumerate(self.names) if fnmatch.fnmatch(n, pattern)]
         if not keep:
-            raise DataFormatError(f"{self.name}: no photo name matches '{pattern}'")
+            example = f" (names are file names such as {self.names[0]})" if self.names else ""
+            raise DataFormatError(f"{self.name}: no photo name matches '{pattern}'{example}")
         out = self.subset(keep)
         out.name = f"{self.name} [{pattern}]"
         return out
@@ -213,6 +214,8 @@ def load_labels_json(path: str | Path) -> NumberSet:
             raise DataFormatError(
                 f"{path}: entry '{file}' needs \"label\" and \"boxes\" [[left, top, width, height, digit], ...]"
             ) from None
+        if not len(rows):
+            raise DataFormatError(f"{path}: entry '{file}' has no digit boxes; every photo needs its number's")
         problem = box_rows_problem(rows, digits_up_to=9)
         if problem:
             raise DataFormatError(f"{path}: entry '{file}': {problem}")

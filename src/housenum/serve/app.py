@@ -165,7 +165,7 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
             raise ApiError(413, "too_large", f"{upload.name}: {size_text(len(upload.data))}; the limit is "
                                              f"{size_text(settings.max_bytes)}")
         try:
-            return open_image(upload.data, settings.max_bytes, settings.max_pixels)
+            return open_image(upload.data, settings.max_bytes, settings.max_pixels, name=upload.name)
         except ImageError as e:
             raise image_error(e, upload.name) from None
 
@@ -310,7 +310,7 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
 def image_error(e: ImageError, name: str = "upload") -> ApiError:
     """Over a byte or pixel limit is 413; any other unreadable image is 400."""
     status, code = (413, "too_large") if isinstance(e, ImageTooLargeError) else (400, "not_an_image")
-    return ApiError(status, code, str(e).replace("upload:", f"{name}:", 1))
+    return ApiError(status, code, str(e).replace("image bytes:", f"{name}:", 1))
 
 
 def _example_photos(folder: str | None, limit: int = 8) -> dict[str, Path]:
