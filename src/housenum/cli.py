@@ -362,7 +362,7 @@ def _say_replacing(run_dir: Path, kind: str) -> None:
     if old is None:
         return
     if old == kind:
-        what, hint = "run", f"--resume {run_dir} would continue it"
+        what, hint = "run", f"--resume {run_dir} would continue it if it did not finish"
     else:
         what = "digit-model run" if old == "digits" else "reader run"
         hint = f"'housenum {'train' if kind == 'digits' else 'train-reader'}' cannot resume a {what}"
