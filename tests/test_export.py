@@ -129,3 +129,13 @@ def test_serve_int8_setting_travels_to_the_workers(monkeypatch):
         for key, raw in Settings(int8=value, threads=2).to_env().items():
             monkeypatch.setenv(key, raw)
         assert Settings.from_env().int8 is expected
+
+
+@pytest.mark.parametrize("export", ["digits.onnx", "reader.read.onnx"])
+def test_an_onnx_file_given_as_the_model_is_refused_with_what_to_give(export):
+    from housenum.checkpoint import WEIGHTS_DIR, load_model
+    from housenum.read import NumberReader
+
+    load = load_model if export.startswith("digits") else NumberReader
+    with pytest.raises(ModelError, match=rf"{export}: an ONNX export, not a checkpoint; give the run folder or \.pt"):
+        load(WEIGHTS_DIR / export)

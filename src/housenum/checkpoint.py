@@ -84,6 +84,9 @@ def checkpoint_path(source: str | Path | None, default: Path = DEFAULT_DIGIT_MOD
         raise ModelError(f"{path}: run folder has no best.pt or last.pt")
     if not path.exists():
         raise ModelError(f"{path}: no such run folder or checkpoint")
+    if ".onnx" in path.suffixes:   # an export runs only beside the checkpoint it records the hash of
+        raise ModelError(f"{path}: an ONNX export, not a checkpoint; give the run folder or .pt it was exported "
+                         "from (an export beside its checkpoint is used by 'housenum serve' and the reader)")
     return path
 
 
