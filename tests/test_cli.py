@@ -382,3 +382,28 @@ def test_ctrl_c_in_a_command_without_its_own_handling_says_interrupted_once(monk
         cli.main()
     assert stop.value.code == 130
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+@pytest.mark.parametrize(("had_run", "saves", "resuming", "says"), [
+    (False, False, False, "interrupted before the first checkpoint: nothing to resume"),
+    (True, False, False, "interrupted before the first checkpoint; the earlier run in {run} is as it was"),
+    (True, True, False, "interrupted; the last checkpoint is in {run}/last.pt "
+                        "(continue with: housenum train-reader --resume {run})"),
+    (True, False, True, "interrupted; the last checkpoint is in {run}/last.pt "
+                        "(continue with: housenum train-reader --resume {run})"),
+])
+def test_ctrl_c_during_training_says_whose_last_checkpoint_the_folder_holds(tmp_path, capsys, had_run, saves,
+                                                                              resuming, says):
+    from housenum.cli import _ctrl_c_says_what_is_kept
+    run = tmp_path / "run"
+    run.mkdir()
+    if had_run:
+        (run / "last.pt").write_bytes(b"the old run")
+    with pytest.raises(SystemExit) as stop, _ctrl_c_says_what_is_kept(
+            run, "train-reader", resuming, first="the first checkpoint", last="the last checkpoint"):
+        if saves:   # a new file in its place, as save_checkpoint's atomic rename leaves
+            (run / "new.pt").write_bytes(b"this run")
+            os.replace(run / "new.pt", run / "last.pt")
+        raise KeyboardInterrupt
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == f"error: {says.format(run=run)}\n"

@@ -1,5 +1,6 @@
 """The DDP path: the same `housenum train`, launched by torchrun with 2 CPU processes (gloo)."""
 
+import os
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "housenum.cli", "train", "--device", "cpu", *args],
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},   # a rank that aborts shows where it was
         capture_output=True, text=True, timeout=300)
 
 
@@ -54,3 +56,26 @@ def test_epoch_batches_cover_the_padded_shard_with_no_batch_of_one(n, batch, wor
     assert bounds[0][0] == 0 and bounds[-1][1] == shard
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert all(stop - start > 1 for start, stop in bounds) or shard == 1
+
+
+
+RUN_CLI_WITH_AN_EXIT_HOOK = """
+import atexit, sys
+atexit.register(lambda: print("teardown ran"))
+sys.argv = ["housenum", *sys.argv[1:]]
+from housenum.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize(("world", "args", "code", "says"), [
+    ("1", ["--version"], 0, "housenum "), ("2", ["--version"], 0, "housenum "),
+    ("2", ["data", "info", "no-such-data"], 2, "error: "),
+])
+def test_under_torchrun_the_cli_skips_teardown_but_keeps_its_exit_status_and_output(world, args, code, says):
+    env = {**os.environ, "WORLD_SIZE": world, "RANK": "1"}
+    proc = subprocess.run([sys.executable, "-c", RUN_CLI_WITH_AN_EXIT_HOOK, *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert says in proc.stdout + proc.stderr
+    assert ("teardown ran" in proc.stdout) == (world == "1")   # gloo's threads can abort a rank's teardown

@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -337,19 +338,9 @@ def train_cmd(
     main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun, one line from rank 0, not one per rank
     if resume is None and main_rank:
         _say_replacing(run_dir, "digits")
-    old_last = _stamp(run_dir / "last.pt")
-    try:
+    with _ctrl_c_says_what_is_kept(run_dir, "train", resume is not None,
+                                   first="the first epoch finished", last="the last finished epoch"):
         result = train(cfg, run_dir, resume=resume is not None)
-    except KeyboardInterrupt:
-        stamp = _stamp(run_dir / "last.pt")
-        if stamp is not None and stamp == old_last and resume is None:   # the old run's, not this one's
-            _err(f"interrupted before the first epoch finished; the earlier run in {run_dir} is as it was")
-        elif stamp is not None:
-            _err(f"interrupted; the last finished epoch is in {run_dir}/last.pt "
-                 f"(continue with: housenum train --resume {run_dir})")
-        else:
-            _err("interrupted before the first epoch finished: nothing to resume")
-        raise SystemExit(130) from None   # said already: main() adds nothing
     if main_rank:
         typer.echo(_trained_line(result, run_dir))
 
@@ -377,6 +368,27 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns
+
+
+@contextmanager
+def _ctrl_c_says_what_is_kept(run_dir: Path, command: str, resuming: bool, *, first: str, last: str):
+    """On Ctrl-C during training, say what the run folder now holds and how to go on, then exit 130.
+
+    A new run leaves an old run's last.pt as it was until its own first checkpoint, so an unchanged
+    last.pt after Ctrl-C is the old run's, which this run must not offer to resume.
+    """
+    old_last = _stamp(run_dir / "last.pt")
+    try:
+        yield
+    except KeyboardInterrupt:
+        stamp = _stamp(run_dir / "last.pt")
+        if stamp is not None and stamp == old_last and not resuming:
+            _err(f"interrupted before {first}; the earlier run in {run_dir} is as it was")
+        elif stamp is not None:
+            _err(f"interrupted; {last} is in {run_dir}/last.pt (continue with: housenum {command} --resume {run_dir})")
+        else:
+            _err(f"interrupted before {first}: nothing to resume")
+        raise SystemExit(130) from None   # said already: main() adds nothing
 
 
 def _trained_line(result, run_dir: Path) -> str:
@@ -742,50 +754,59 @@ def train_reader_cmd(
         cfg.check()     # before saying an old run is replaced
     if resume is None:
         _say_replacing(out, "reader")
-    old_last = _stamp(out / "last.pt")
-    try:
+    with _ctrl_c_says_what_is_kept(out, "train-reader", resume is not None,
+                                   first="the first checkpoint", last="the last checkpoint"):
         result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True), resume=resume is not None)
-    except KeyboardInterrupt:
-        stamp = _stamp(out / "last.pt")
-        if stamp is not None and stamp == old_last and resume is None:   # the old run's, not this one's
-            _err(f"interrupted before the first checkpoint; the earlier run in {out} is as it was")
-        elif stamp is not None:
-            _err(f"interrupted; the last checkpoint is in {out}/last.pt "
-                 f"(continue with: housenum train-reader --resume {out})")
-        else:
-            _err("interrupted before the first checkpoint: nothing to resume")
-        raise SystemExit(130) from None   # said already: main() adds nothing
     typer.echo(f"reader: best validation whole-number accuracy {result.best_val_acc:.4f}, "
                f"{result.train_seconds:.0f} s; run folder {out}")
 
 
 def main() -> None:
     """Entry point: user mistakes end in one clear line and a non-zero exit, never a traceback."""
+    _exit(_run_app())
+
+
+def _run_app() -> int:
+    """Run the command; return its exit status, having said in one line what went wrong."""
     # Pillow warns of corrupt EXIF and the like before the error that says so once
     warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
     try:
         code = app(standalone_mode=False)   # so that a usage error is ours to print, as one line too
     except typer.Abort:                       # Ctrl-C outside a command's own handling
         _err("interrupted")
-        sys.exit(130)
+        return 130
     except typer.TyperException as e:         # a bad option or argument: its message, without the box
         message = " ".join((e.format_message() if hasattr(e, "format_message") else str(e)).split())
         ctx = getattr(e, "ctx", None)
         if message:   # empty when a bare group printed its help
             _err(f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message)
-        sys.exit(getattr(e, "exit_code", 2))
+        return getattr(e, "exit_code", 2)
     except HousenumError as e:
         _err(str(e))
-        sys.exit(2)
+        return 2
     except OSError as e:  # an output path that cannot be written: a folder in the way, no permission
         _err(f"{e.filename}: {e.strerror or e}" if e.filename else str(e))
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         _err("interrupted")
-        sys.exit(130)
+        return 130
+    except SystemExit as e:   # a command's own exit, e.g. 130 after its Ctrl-C message
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     if code == 130:   # typer's word for a Ctrl-C that no command caught
         _err("interrupted")
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
+
+
+def _exit(code: int) -> None:
+    """Exit with `code`. Under torchrun, skip the interpreter's teardown once output is flushed: now and
+    then a rank that had finished training aborted on its way out ("terminate called without an active
+    exception", SIGABRT from gloo's C++ threads), and torchrun then failed the whole run. A single
+    process exits as usual."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
