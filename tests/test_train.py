@@ -433,3 +433,11 @@ def test_ctrl_c_keeps_a_usable_checkpoint(small_npz, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert "interrupted before the first epoch finished" in err and "--resume" not in err, err
+
+
+def test_a_run_whose_loss_becomes_nan_is_refused_and_saves_nothing(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ModelError, match=r"training diverged in epoch 1: the loss became nan .*"
+                                         r"nothing of this run was saved\. Try a lower --lr"):
+        train(TrainConfig(model="ann1", data="synthetic:200", epochs=2, lr=1e308, device="cpu"), run, progress=False)
+    assert not (run / "last.pt").exists() and not (run / "best.pt").exists()

@@ -135,10 +135,10 @@ def _folder_out(out: Path | None) -> Path | None:
     return out
 
 
-def _file_out(out: Path | None) -> Path | None:
-    """Check an --out file before the work, not after it."""
+def _file_out(out: Path | None, option: str = "--out") -> Path | None:
+    """Check an output file (given as `option`) before the work, not after it."""
     if out is not None and out.is_dir():
-        raise HousenumError(f"--out {out}: is a folder; give a file name")
+        raise HousenumError(f"{option} {out}: is a folder; give a file name")
     if out is not None:
         _check_writable(out, out.parent)
     return out
@@ -176,7 +176,7 @@ def data_info(
     from housenum.data.numbers import is_photo_spec
 
     _file_out(out)
-    _file_out(balance)
+    _file_out(balance, "--balance")
     if is_photo_spec(spec):
         if channels is not None:
             raise HousenumError("--channels applies to digit crops; whole photos are described as stored")
@@ -449,6 +449,7 @@ def compare_cmd(
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise ModelError(f"--models '{models}' names no model; e.g. --models ann1,cnn2")
+    _folder_out(out)
     try:
         rows = compare(names, data, out, quick=quick,
                        epochs=epochs, seed=seed, channels=channels, on_model=announce,

@@ -191,7 +191,8 @@ def read_reader_checkpoint(path: Path) -> dict:
 
     state = read_checkpoint(path)
     if state.get("kind") != READER_FORMAT:
-        raise ModelError(f"{path}: not a whole-number reader checkpoint (a digit model? use `housenum predict`)")
+        what = "a digit model, which `housenum predict` reads" if "model" in state else "an unknown kind"
+        raise ModelError(f"{path}: not a whole-number reader checkpoint (it holds {what})")
     return state
 
 

@@ -137,6 +137,10 @@ class TrainConfig:
     def check_ranges(self) -> None:
         """Numbers out of range would otherwise train nonsense quietly (0 epochs meaning the default,
         a negative batch size meaning 1) or fail deep inside PyTorch."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):   # nan passes every comparison below
+                raise ModelError(f"{f.name.replace('_', '-')} must be a finite number, got {value}")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if value is not None and not is_whole(value):
@@ -626,6 +630,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['acc']:.4f}",
                             val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}", time=f"{seconds:.1f}s")
             bar.close()
+        if not (math.isfinite(row["loss"]) and math.isfinite(val_loss)):
+            kept = (f"{run_dir}/last.pt keeps epoch {epoch}" if epoch > start_epoch or state is not None
+                    else "nothing of this run was saved")
+            raise ModelError(f"training diverged in epoch {epoch + 1}: the loss became {row['loss']:.4g} "
+                             f"(validation {val_loss:.4g}); {kept}. Try a lower --lr")
         improved = val_acc > best_val_acc or cfg.checkpoint == "last"   # every rank: each returns it
         best_val_acc = val_acc if improved else best_val_acc
         if dist.main:

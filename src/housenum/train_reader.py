@@ -122,8 +122,8 @@ class ReaderTrainConfig:
             raise ModelError(f"unknown localiser backdrop {self.loc_backdrop!r}: choose {' or '.join(LOC_BACKDROPS)}")
         if self.precision not in PRECISIONS:
             raise ModelError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
-        for flag, given in (("--reader-only", self.reader_only), ("--hard-negatives", self.hard_negatives),
-                            ("--new-localizer", self.new_localizer)):
+        for flag, given in (("--reader-only", self.reader_only), ("--localizer-only", self.localizer_only),
+                            ("--hard-negatives", self.hard_negatives), ("--new-localizer", self.new_localizer)):
             if given and not self.init:
                 raise ModelError(f"{flag} works on the networks of --init: give --init RUN")
         for flag, given in (("--reader-only", self.reader_only), ("--hard-negatives", self.hard_negatives)):
@@ -554,6 +554,12 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     say = progress if callable(progress) else _say_on_stderr if progress else (lambda _: None)
+    if cfg.init:   # read before the data, which can take minutes to build, so a wrong --init is refused at once
+        from housenum.read import build_nets, read_reader_checkpoint, reader_checkpoint_path
+
+        init_path = reader_checkpoint_path(cfg.init)
+        init_state = read_reader_checkpoint(init_path)
+        init_localizer, init_reader = build_nets(init_state, init_path)
 
     val_set = train_set = None
     if real is None:
@@ -578,16 +584,12 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     arch = ReaderArch.from_dict(cfg.arch)
     localizer, reader = create_localizer(arch), create_reader(arch)
     if cfg.init:
-        from housenum.read import build_nets, read_reader_checkpoint, reader_checkpoint_path
-
-        path = reader_checkpoint_path(cfg.init)
-        state = read_reader_checkpoint(path)
-        init_localizer, reader = build_nets(state, path)
+        reader = init_reader
         if cfg.new_localizer:
             loc_fields = {k: v for k, v in arch.as_dict().items() if k.startswith("loc_")}
-            arch = ReaderArch.from_dict({**state["arch"], **loc_fields})
+            arch = ReaderArch.from_dict({**init_state["arch"], **loc_fields})
         else:
-            arch, localizer = ReaderArch.from_dict(state["arch"]), init_localizer
+            arch, localizer = ReaderArch.from_dict(init_state["arch"]), init_localizer
         if arch.as_dict() != ReaderArch.from_dict(cfg.arch).as_dict():   # config.json states what trains
             say("architecture: the --init run's" + (" reader, with --arch's new localiser" if cfg.new_localizer
                                                     else " (--arch shapes only a --new-localizer)"))
