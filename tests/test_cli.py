@@ -107,6 +107,26 @@ def test_predict_json_one_line_per_image(compared, crops, tmp_path):
     assert all(len(line["top_k"]) == 2 and 0 <= line["digit"] <= 9 for line in lines)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: {**s, "model_state": [1, 2]}, "weights do not fit model 'cnn1' ("),
+    (lambda s: {**s, "model": "cnn2"}, "weights do not fit model 'cnn2' (Error(s) in loading state_dict"),
+    (lambda s: {**s, "model_state": {k: v.float() * float("nan") for k, v in s["model_state"].items()}},
+     "its weights hold nan or inf (0.weight and "),
+])
+def test_a_damaged_checkpoint_is_refused_in_one_short_line(compared, tmp_path, damage, message):
+    import torch
+
+    from housenum.errors import ModelError
+
+    out, _ = compared
+    state = torch.load(out / "cnn1" / "best.pt", weights_only=False)
+    torch.save(damage(state), tmp_path / "damaged.pt")
+    with pytest.raises(ModelError) as caught:
+        load_model(tmp_path / "damaged.pt")
+    text = str(caught.value)
+    assert message in text and "\n" not in text and len(text.removeprefix(str(tmp_path))) < 300, text
+
+
 def test_train_init_fine_tunes_a_run_of_the_same_model(compared, small_npz, tmp_path):
     out, _ = compared
     proc = housenum("train", "--model", "ann1", "--data", small_npz, "--epochs", "1", "--init", out / "ann1",

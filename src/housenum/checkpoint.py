@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from housenum.errors import ModelError
+from housenum.errors import ModelError, brief
 from housenum.io import atomic_path
 from housenum.models import create_model
 from housenum.models.layers import TemperatureScaled
@@ -47,7 +47,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise ModelError(f"{path}: not a readable housenum checkpoint ({' '.join(str(e).split())})") from None
+        raise ModelError(f"{path}: not a readable housenum checkpoint ({brief(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ModelError(f"{path}: not a housenum checkpoint")
     return state
@@ -90,14 +90,31 @@ def checkpoint_path(source: str | Path | None, default: Path = DEFAULT_DIGIT_MOD
     return path
 
 
+def fit_weights(model: nn.Module, weights: dict, path: Path, name: str) -> None:
+    """Load a checkpoint's weights, saying in one line why they cannot be used."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as e:   # Type/AttributeError: not a state dict at all
+        raise ModelError(f"{path}: weights do not fit model '{name}' ({brief(e)})") from None
+    check_finite(model.state_dict(), path)
+
+
+def check_finite(weights: dict, path: Path) -> None:
+    """Weights holding nan or inf (saved by a run that diverged) would answer every input with garbage."""
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise ModelError(f"{path}: its weights hold nan or inf ({bad[0]}{more}); the run that saved them diverged")
+
+
 def load_model(source: str | Path | None = None) -> LoadedModel:
     path = checkpoint_path(source)
     state = read_digit_checkpoint(path)
-    model = create_model(state["model"], state["channels"])
     try:
-        model.load_state_dict(state["model_state"])
-    except RuntimeError as e:
-        raise ModelError(f"{path}: weights do not fit model '{state['model']}' ({e})") from None
+        model = create_model(state["model"], state["channels"])
+    except (TypeError, ValueError) as e:   # a foreign or damaged file
+        raise ModelError(f"{path}: cannot build model '{state['model']}' ({brief(e)})") from None
+    fit_weights(model, state["model_state"], path, state["model"])
     if state.get("temperature"):
         model = TemperatureScaled(model, state["temperature"])
     model.eval()

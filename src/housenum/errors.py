@@ -23,3 +23,9 @@ class ModelError(HousenumError):
 
 class DownloadError(HousenumError):
     """A download failed or its file did not match the expected size or checksum."""
+
+
+def brief(error: BaseException, limit: int = 200) -> str:
+    """A library's message as one short line: PyTorch's can list every mismatched tensor."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"

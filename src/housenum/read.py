@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from housenum.errors import ModelError
+from housenum.errors import ModelError, brief
 from housenum.models.reader import (
     CONTEXT, CTC_BLANK, EXPAND, MAX_DIGITS, CTCReader, ReaderArch, ReaderFromContext,
     context_crop, context_region, create_localizer, create_reader, decode_box, localizer_box, localizer_view,
@@ -197,13 +197,17 @@ def read_reader_checkpoint(path: Path) -> dict:
 
 
 def build_nets(state: dict, path: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
-    arch = ReaderArch.from_dict(state["arch"])
-    localizer, reader = create_localizer(arch), create_reader(arch)
+    from housenum.checkpoint import check_finite
+
     try:
+        arch = ReaderArch.from_dict(state["arch"])
+        localizer, reader = create_localizer(arch), create_reader(arch)
         localizer.load_state_dict({k: v.float() for k, v in state["localizer_state"].items()})
         reader.load_state_dict({k: v.float() for k, v in state["reader_state"].items()})
-    except (RuntimeError, KeyError) as e:
-        raise ModelError(f"{path}: weights do not fit the reader networks ({e})") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:   # a foreign or damaged file
+        raise ModelError(f"{path}: weights do not fit the reader networks ({brief(e)})") from None
+    for net in (localizer, reader):
+        check_finite(net.state_dict(), path)
     return localizer.eval(), reader.eval()
 
 

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from housenum import plots
-from housenum.checkpoint import (checkpoint_path, clear_old_run, load_model, read_checkpoint, read_digit_checkpoint,
-                                 save_checkpoint)
+from housenum.checkpoint import (checkpoint_path, clear_old_run, fit_weights, load_model, read_checkpoint,
+                                 read_digit_checkpoint, save_checkpoint)
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
 from housenum.data.augment import Augment, augment_batch, cutmix, mixup
 from housenum.data.splits import validation_split
@@ -383,7 +383,7 @@ def load_initial_weights(model: nn.Module, cfg: TrainConfig) -> None:
     if (state.get("model"), state.get("channels")) != (cfg.model, cfg.channels):
         raise ModelError(f"{path}: --init holds a {state.get('model')} with {state.get('channels')} channel(s); "
                          f"this run trains a {cfg.model} with {cfg.channels}")
-    model.load_state_dict(state["model_state"])
+    fit_weights(model, state["model_state"], path, cfg.model)
 
 
 def teacher_targets(runs: list[str], digits: DigitSet) -> torch.Tensor:
