@@ -329,9 +329,12 @@ def test_an_unreadable_image_is_one_line_and_the_others_are_read(compared, crops
     out, _ = compared
     digit = tmp_path / "digit.png"
     Image.fromarray(crops["X"][0]).save(digit)
-    proc = housenum("predict", digit, "/proc/self/mem", digit, "--model", out / "cnn1", check=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = housenum("predict", digit, "/proc/self/mem", empty, digit, "--model", out / "cnn1", check=False)
     assert proc.returncode == 1 and len(proc.stdout.splitlines()) == 2
-    assert proc.stderr.strip() == "error: /proc/self/mem: cannot be read (Input/output error)"
+    assert proc.stderr.strip().splitlines() == ["error: /proc/self/mem: cannot be read (Input/output error)",
+                                                f"error: {empty}: a folder with no images in it (.png, .jpg, ...)"]
 
 
 def test_an_out_folder_that_cannot_take_files_is_refused_before_the_work(crops, tmp_path):

@@ -102,6 +102,8 @@ STDIN = Path("-")
 def _image_source(path: Path):
     """A path as given, or standard input's bytes for `-` (`cat photo.png | housenum read -`)."""
     if path != STDIN:
+        if path.is_dir():   # left in by _image_paths because it holds no images
+            raise HousenumError(f"{path}: a folder with no images in it (.png, .jpg, ...)")
         return path
     if sys.stdin is None or sys.stdin.isatty():
         raise HousenumError("-: reads an image from standard input; pipe one in (cat photo.png | housenum read -)")
@@ -109,7 +111,8 @@ def _image_source(path: Path):
 
 
 def _image_paths(paths: list[Path]) -> list[Path]:
-    """The paths given, each folder replaced by the images in it; `-` (standard input) at most once."""
+    """The paths given, each folder replaced by the images in it; `-` (standard input) at most once.
+    A folder with no images is kept, so that it gets its error line while the other paths are read."""
     from housenum.preprocess import images_in
 
     if paths.count(STDIN) > 1:
@@ -117,12 +120,11 @@ def _image_paths(paths: list[Path]) -> list[Path]:
     expanded = []
     for path in paths:
         if path != STDIN and path.is_dir():
-            found = images_in(path)
-            if not found:
-                raise HousenumError(f"{path}: a folder with no images in it (.png, .jpg, ...)")
-            expanded.extend(found)
+            expanded.extend(images_in(path) or [path])   # an empty folder stays, to be reported in its turn
         else:
             expanded.append(path)
+    if expanded and all(path != STDIN and path.is_dir() for path in expanded):   # nothing at all to read
+        raise HousenumError(f"{expanded[0]}: a folder with no images in it (.png, .jpg, ...)")
     return expanded
 
 
