@@ -270,6 +270,7 @@ def bad_cases(tmp_path, crops, run):
         (["data", "info", tmp_path], "is a folder"),
         (["evaluate", run, "--data", tiny, "--out", a_file], "exists and is not a folder"),
         (["evaluate-numbers", "synthetic:0"], "needs N >= 1"),
+        (["evaluate-numbers", tmp_path], "folder has neither labels.json nor digitStruct.mat"),   # and no note
         (["compare", "--models", ","], "names no model"),
         (["compare", "--models", "ann1", "--data", tiny, "--out", a_file],
          f"--out {a_file}: exists and is not a folder"),

@@ -665,12 +665,12 @@ def evaluate_numbers_cmd(
     digits = _digits_arg(digit_model, reader_only)
     shipped = digits is True or (digits is not False and checkpoint_path(digits).resolve() in
                                  {p.resolve() for p in (DEFAULT_DIGIT_MODEL, *SHIPPED_DIGIT_MODELS.values())})
+    result = evaluate_numbers(data, model, _folder_out(out), files, digits=digits, search=not no_search,
+                              progress=True)
     if shipped and not data.startswith("synthetic"):   # `fast` trained on the same crops as the default
         typer.echo("note: the shipped digit model, the reader's second opinion, trained on digits cut from SVHN "
                    "photos, the official test photos' included: on SVHN photos this figure is not held-out "
                    "(--digit-model RUN with one trained without them: READER_CARD.md)", err=True)
-    result = evaluate_numbers(data, model, _folder_out(out), files, digits=digits, search=not no_search,
-                              progress=True)
     if result.trained_on:
         hint = f": --files '{result.held_out_files}' scores the photos it held out" if result.held_out_files else ""
         typer.echo(f"note: {result.trained_on} of these {result.n} photos trained the reader (its training or "
