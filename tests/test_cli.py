@@ -293,6 +293,11 @@ def bad_cases(tmp_path, crops, run):
         (["train-reader", "--data", "synthetic:20", "--synthetic", "-3", "--out", tmp_path / "r"],
          "synthetic must be 0 or more"),
         (["train-reader", "--data", "synthetic:20", "--fold", "9", "--out", tmp_path / "r"], "fold must be 0..4"),
+        (["train-reader", "--data", "synthetic:20", "--minutes", "inf", "--out", tmp_path / "r"],
+         "minutes must be a finite number, got inf"),   # the schedule follows the clock: it would never move
+        (["train-reader", "--data", "synthetic:20", "--loc-zoom", "1", "nan", "--out", tmp_path / "r"],
+         "loc-zoom must be a finite number, got nan"),
+        (["serve", "--max-mb", "inf"], "Invalid value for '--max-mb'"),
         (["train-reader", "--data", "synthetic:20", "--localizer-only", "--out", tmp_path / "r"],
          "--localizer-only works on the networks of --init: give --init RUN"),
         (["train-reader", "--data", "synthetic:20", "--init", not_ckpt, "--out", tmp_path / "r"],

@@ -508,7 +508,8 @@ def serve_cmd(
     number_model: Annotated[Path | None, typer.Option(help="Model for the house-number reader; default: its own.")
                             ] = None,
     examples: Annotated[Path | None, typer.Option(help="Folder of example photos to offer on the page.")] = None,
-    max_mb: Annotated[float, typer.Option(min=0.001, help="Largest image accepted, in megabytes.")] = 10,
+    max_mb: Annotated[float, typer.Option(min=0.001, max=4096,
+                                          help="Largest image accepted, in megabytes.")] = 10,
     max_megapixels: Annotated[float, typer.Option(
         min=0.001, max=178, help="Largest image accepted, in megapixels (from its header; Pillow refuses "
                                  "more than 178 itself).")] = 40,

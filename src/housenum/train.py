@@ -137,10 +137,7 @@ class TrainConfig:
     def check_ranges(self) -> None:
         """Numbers out of range would otherwise train nonsense quietly (0 epochs meaning the default,
         a negative batch size meaning 1) or fail deep inside PyTorch."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):   # nan passes every comparison below
-                raise ModelError(f"{f.name.replace('_', '-')} must be a finite number, got {value}")
+        refuse_non_finite(self)
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if value is not None and not is_whole(value):
@@ -230,6 +227,15 @@ def epoch_batches(n: int, batch_size: int, world: int) -> list[tuple[int, int]]:
 def is_whole(value) -> bool:
     """An int (numpy's too), not a bool or a float that happens to be whole."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def refuse_non_finite(config) -> None:
+    """nan passes every range check (each comparison is False) and inf some: refuse both by name."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        for number in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ModelError(f"{f.name.replace('_', '-')} must be a finite number, got {number}")
 
 
 def check_shared_ranges(lr: float | None, fold: int | None, n_folds: int, threads: int | None) -> None:

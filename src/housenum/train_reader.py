@@ -91,8 +91,9 @@ class ReaderTrainConfig:
     def check(self) -> None:
         """Settings out of range or that contradict each other, refused before anything is written:
         they would otherwise train nonsense quietly or fail deep inside PyTorch."""
-        from housenum.train import is_whole
+        from housenum.train import is_whole, refuse_non_finite
 
+        refuse_non_finite(self)
         for name in ("epochs", "batch_size", "eval_every", "workers", "synthetic", "synthetic_empty", "hard_negatives"):
             if not is_whole(getattr(self, name)):
                 raise ModelError(f"{name.replace('_', '-')} must be a whole number, got {getattr(self, name)!r}")
