@@ -410,6 +410,28 @@ def test_predict_reads_a_digit_piped_in(crops, tmp_path):
     assert answer["file"] == "-" and answer["digit"] == crops["y"][0]
 
 
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_leaves_no_half_written_file(tmp_path):
+    import signal
+
+    out = tmp_path / "result.json"
+    writer = ("import sys, time\n"
+              "from housenum.cli import _stop_on_sigterm\n"
+              "from housenum.io import atomic_path\n"
+              "_stop_on_sigterm()\n"
+              "with atomic_path(sys.argv[1]) as tmp:\n"
+              "    tmp.write_text('half')\n"
+              "    print(tmp, flush=True)\n"
+              "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    tmp = proc.stdout.readline().strip()
+    assert os.path.exists(tmp)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert "KeyboardInterrupt" in err   # Python's default would have ended it without a word
+    assert not os.path.exists(tmp) and not out.exists() and os.listdir(tmp_path) == []
+
+
 def test_ctrl_c_in_a_command_without_its_own_handling_says_interrupted_once(monkeypatch, capsys):
     import housenum.data
     from housenum import cli

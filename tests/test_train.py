@@ -435,6 +435,22 @@ def test_ctrl_c_keeps_a_usable_checkpoint(small_npz, tmp_path):
     assert "interrupted before the first epoch finished" in err and "--resume" not in err, err
 
 
+def test_sigterm_ends_training_as_ctrl_c_does(small_npz, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "housenum.cli", "train", "--model", "ann1", "--data", str(small_npz),
+         "--epochs", "500", "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "last.pt").exists():
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)   # `kill`, `timeout`, a job scheduler
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "--resume" in err, err
+    assert read_checkpoint(run / "last.pt")["epoch"] >= 1
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_a_run_whose_loss_becomes_nan_is_refused_and_saves_nothing(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ModelError, match=r"training diverged in epoch 1: the loss became nan .*"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -770,8 +772,20 @@ def main() -> None:
     _exit(_run_app())
 
 
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM (`kill`, `timeout`, a job scheduler) stop a command as Ctrl-C does: Python's default
+    ends at once, leaving a half-written temporary file beside each output and no word of what was kept.
+    (`housenum serve` hands SIGTERM to uvicorn, which shuts down gracefully.)"""
+    def as_ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():   # the only thread that may set handlers
+        signal.signal(signal.SIGTERM, as_ctrl_c)
+
+
 def _run_app() -> int:
     """Run the command; return its exit status, having said in one line what went wrong."""
+    _stop_on_sigterm()
     # Pillow warns of corrupt EXIF and the like before the error that says so once
     warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
     try:
