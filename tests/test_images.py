@@ -41,6 +41,14 @@ def test_every_cut_of_a_file_is_an_image_error(photo, fmt):
         assert img.mode == "RGB" and img.size == photo.size, (fmt, cut)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "TIFF"])
+def test_a_file_cut_in_its_header_is_named_by_its_format_not_called_not_an_image(photo, fmt):
+    with pytest.raises(ImageError, match=f"a {fmt} file, corrupt or truncated in its header"):
+        open_image(encoded(photo, fmt)[:4])
+    with pytest.raises(ImageError, match="not an image"):
+        open_image(b"House numbers, in words rather than pixels")
+
+
 def test_exif_orientation_is_applied(photo):
     """Phone photos store pixels sideways with an orientation tag; they are read as meant to be seen."""
     sideways = photo.transpose(Image.Transpose.ROTATE_90)   # what a camera held sideways stores

@@ -39,6 +39,11 @@ def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
+# First bytes that name a format (those too short to tell an image from text, like BMP's "BM", left out)
+IMAGE_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
+               (b"MM\x00*", "TIFF"))
+
+
 def images_in(folder: Path) -> list[Path]:
     """The image files directly in `folder` (by suffix), sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -98,6 +103,9 @@ def open_image(source, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_I
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        kind = next((k for magic, k in IMAGE_MAGIC if data.startswith(magic)), None)
+        if kind:   # Pillow cannot identify a file whose header was cut short
+            raise ImageError(f"{name}: a {kind} file, corrupt or truncated in its header") from None
         raise ImageError(f"{name}: not an image (expected PNG, JPEG or another common format)") from None
     except Image.DecompressionBombError as e:  # PIL refuses > 2x its own limit while reading the header
         declared = re.search(r"\((\d+) pixels\)", str(e))
