@@ -46,6 +46,24 @@ def test_official_mat_maps_label_10_to_zero(mat_file, crops):
     assert (digits.labels == 0).any() and digits.labels.max() <= 9
 
 
+def test_an_official_file_saved_as_matlab_v73_reads_as_the_v5_one_does(tmp_path, crops):
+    """MATLAB's `save -v7.3` writes HDF5 after a 512-byte text header, arrays in column-major order."""
+    path = tmp_path / "train_32x32.mat"
+    y = np.where(crops["y"][:50] == 0, 10, crops["y"][:50]).astype(np.float64).reshape(-1, 1)
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f["X"] = np.transpose(crops["X"][:50], (1, 2, 3, 0)).T   # MATLAB (32, 32, 3, N) as HDF5 stores it
+        f["y"] = y.T
+    with open(path, "r+b") as fh:
+        fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64")
+    digits = read_official_mat(path)
+    np.testing.assert_array_equal(digits.images, crops["X"][:50])
+    np.testing.assert_array_equal(digits.labels, crops["y"][:50])
+    with h5py.File(path, "r+") as f:
+        del f["y"]
+    with pytest.raises(DataFormatError, match="missing variable 'y'"):
+        read_official_mat(path)
+
+
 def test_official_train_file_uses_test_file_beside_it(mat_file, crops):
     write_official_mat(mat_file.with_name("test_32x32.mat"), crops["X"][200:260], crops["y"][200:260])
     data = load_digits(str(mat_file))

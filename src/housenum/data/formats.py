@@ -56,14 +56,28 @@ def load_course_h5(path: str | Path) -> DigitData:
     return DigitData(path.name, splits["train"], splits["test"], {"val": splits["val"]})
 
 
+def _read_mat_v73(path: Path) -> dict:
+    """X and y of a .mat saved as v7.3 (`save -v7.3`, an HDF5 file), shaped as scipy gives v5 arrays:
+    HDF5 stores MATLAB's column-major (32, 32, 3, N) as (N, 3, 32, 32)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: np.asarray(f[k]).T for k in ("X", "y") if isinstance(f.get(k), h5py.Dataset)}
+    except (OSError, ValueError) as e:   # h5py's words for a damaged file
+        raise DataFormatError(f"{path}: a MATLAB v7.3 (HDF5) .mat file that cannot be read ({e})") from None
+
+
 def read_official_mat(path: str | Path) -> DigitSet:
-    """One official `*_32x32.mat` (MATLAB v5): X (32, 32, 3, N) uint8, y (N, 1) with 10 for 0."""
+    """One official `*_32x32.mat` (MATLAB v5, or the same saved as v7.3): X (32, 32, 3, N) uint8,
+    y (N, 1) with 10 for 0."""
     path = Path(path)
     _require_file(path)
-    try:
-        mat = scipy.io.loadmat(path, variable_names=["X", "y"])
-    except Exception as e:  # scipy raises many types for corrupt or truncated files
-        raise DataFormatError(f"{path}: not a readable MATLAB .mat file ({e})") from None
+    if h5py.is_hdf5(path):
+        mat = _read_mat_v73(path)
+    else:
+        try:
+            mat = scipy.io.loadmat(path, variable_names=["X", "y"])
+        except Exception as e:  # scipy raises many types for corrupt or truncated files
+            raise DataFormatError(f"{path}: not a readable MATLAB .mat file ({e})") from None
     for key in ("X", "y"):
         if key not in mat:
             raise DataFormatError(f"{path}: missing variable '{key}' (official files have X and y)")
