@@ -284,6 +284,7 @@ def bad_cases(tmp_path, crops, run):
         (["compare", "--models", "ann1", "--data", tiny, "--quick", "--epochs", "3", "--out", tmp_path / "c"],
          "--quick and --epochs"),
         (["export", run, "--out", run / "best.pt"], "would overwrite a checkpoint with the ONNX export"),
+        (["export", run, "--out", tmp_path / "m.txt"], f"an ONNX export's name ends in .onnx, e.g. {tmp_path}/m.onnx"),
         (["read", digit, "--reader-only", "--digit-model", "fast"], "cannot be given together"),
         (["read", digit, "--min-confidence", "1.5"],               # a usage error too is one line, with a hint
          "Invalid value for '--min-confidence': Input should be less than or equal to 1 (see '"),

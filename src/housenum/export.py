@@ -89,6 +89,8 @@ def export_onnx(source: str | Path | None, out: str | Path | None = None, parity
         path = Path(path.name)
     if path.resolve() == ckpt.resolve() or path.suffix.lower() == ".pt":
         raise ModelError(f"--out {path}: would overwrite a checkpoint with the ONNX export; give a .onnx name")
+    if path.suffix.lower() != ".onnx":   # serve, the reader and ONNX tools find exports by this suffix
+        raise ModelError(f"--out {path}: an ONNX export's name ends in .onnx, e.g. {path.with_suffix('.onnx')}")
     loaded = load_model(ckpt)
     spec = parity_data or recorded_data(loaded, "synthetic")
     data = load_digits(spec, loaded.channels)
