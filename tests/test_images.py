@@ -49,6 +49,14 @@ def test_a_file_cut_in_its_header_is_named_by_its_format_not_called_not_an_image
         open_image(b"House numbers, in words rather than pixels")
 
 
+def test_only_the_listed_formats_are_decoded_so_postscript_never_reaches_ghostscript(photo):
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(ImageError, match=r"not an image \(expected PNG, JPEG, WebP, GIF, BMP, TIFF or PPM\)"):
+        open_image(eps)
+    with pytest.raises(ImageError, match="not an image"):
+        open_image(encoded(photo, "TGA"))   # a real image, but not a format the service means to take
+
+
 def test_exif_orientation_is_applied(photo):
     """Phone photos store pixels sideways with an orientation tag; they are read as meant to be seen."""
     sideways = photo.transpose(Image.Transpose.ROTATE_90)   # what a camera held sideways stores
@@ -91,6 +99,18 @@ def test_open_files_are_read_and_other_objects_refused(svhn_dir):
     for bad in (None, 42, ["a.png"]):
         with pytest.raises(ImageError, match="cannot read an image from a"):
             open_image(bad)
+
+
+def test_an_empty_or_few_pixel_image_is_refused_rather_than_read_as_a_digit():
+    from housenum.export import load_digit_recognizer
+
+    fast = load_digit_recognizer("fast")
+    with pytest.raises(ImageError, match=r"empty \(0x0 pixels\)"):
+        fast.predict([Image.new("RGB", (0, 0))])
+    for size in ((1, 1), (1, 5000), (5, 5)):
+        with pytest.raises(ImageError, match=f"{size[0]}x{size[1]} pixels is too small to hold a digit"):
+            fast.predict([Image.new("RGB", size)])
+    assert len(fast.predict([Image.new("RGB", (3, 11))])) == 1   # as narrow as SVHN's thinnest "1" boxes
 
 
 def test_prediction_api_checks_its_arguments(crops):

@@ -367,7 +367,7 @@ def test_cli_reads_a_photo_piped_in(images, tmp_path):
     assert (tmp_path / "stdin.read.png").exists()
     not_an_image = _cli("read", "-", stdin=b"hello")
     assert not_an_image.returncode == 1 and not_an_image.stderr.strip() == (
-        "error: <stdin>: not an image (expected PNG, JPEG or another common format)")
+        "error: <stdin>: not an image (expected PNG, JPEG, WebP, GIF, BMP, TIFF or PPM)")
     twice = _cli("read", "-", "-", stdin=photo.read_bytes())
     assert twice.returncode == 2 and "give - once" in twice.stderr
 

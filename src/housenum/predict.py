@@ -12,6 +12,8 @@ from housenum.checkpoint import LoadedModel, load_model
 from housenum.errors import ImageError
 from housenum.preprocess import image_batch, image_to_digit, open_each, open_image, pixels_to_tensor
 
+MIN_DIGIT_SIDE = 8   # pixels: SVHN's shortest digit boxes are 11 high (and a "1" as little as 3 wide)
+
 
 @dataclass
 class DigitPrediction:
@@ -31,7 +33,12 @@ class DigitRecognizer:
         self.loaded: LoadedModel = load_model(model)
 
     def prepare(self, image) -> np.ndarray:
-        return image_to_digit(open_image(image), self.loaded.channels)
+        img = open_image(image)
+        if min(img.size) < 2 or max(img.size) < MIN_DIGIT_SIDE:   # blown up to 32x32, a few pixels read as
+            name = str(image) if isinstance(image, (str, Path)) else "image"   # a confident "digit"
+            raise ImageError(f"{name}: {img.width}x{img.height} pixels is too small to hold a digit (it needs a "
+                             f"side of {MIN_DIGIT_SIDE} pixels or more, and none under 2)")
+        return image_to_digit(img, self.loaded.channels)
 
     @torch.no_grad()
     def predict_arrays(self, digits: np.ndarray, top_k: int = 3) -> list[DigitPrediction]:

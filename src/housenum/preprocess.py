@@ -27,6 +27,9 @@ PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 # what a folder of photos is searched for: each format open_image reads that a camera or scanner writes
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+# The only decoders an image may reach: Pillow would otherwise hand an EPS file to Ghostscript, where
+# one is installed. (The JPEG decoder also opens phone cameras' multi-picture JPEGs, MPO.)
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 # What Pillow raises for a file whose header or data is cut short or garbled (fuzzing found each)
 CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 
@@ -60,6 +63,8 @@ def open_image(source, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_I
     refused without allocating it.
     """
     if isinstance(source, Image.Image):
+        if 0 in source.size:
+            raise ImageError(f"{name or 'image'}: empty ({source.width}x{source.height} pixels)")
         try:
             return _to_rgb(_upright(source))
         except CORRUPT as e:
@@ -101,12 +106,12 @@ def open_image(source, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_I
     if not data:
         raise ImageError(f"{name}: file is empty")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
         kind = next((k for magic, k in IMAGE_MAGIC if data.startswith(magic)), None)
         if kind:   # Pillow cannot identify a file whose header was cut short
             raise ImageError(f"{name}: a {kind} file, corrupt or truncated in its header") from None
-        raise ImageError(f"{name}: not an image (expected PNG, JPEG or another common format)") from None
+        raise ImageError(f"{name}: not an image (expected PNG, JPEG, WebP, GIF, BMP, TIFF or PPM)") from None
     except Image.DecompressionBombError as e:  # PIL refuses > 2x its own limit while reading the header
         declared = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{declared.group(1)} pixels" if declared else f"more than {PILLOW_PIXEL_LIMIT} pixels"
