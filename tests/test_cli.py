@@ -269,7 +269,10 @@ def bad_cases(tmp_path, crops, run):
         (["data", "info", empty_npz], "holds no images"),
         (["data", "info", tmp_path], "is a folder"),
         (["evaluate", run, "--data", tiny, "--out", a_file], "exists and is not a folder"),
-        (["evaluate-numbers", "synthetic:0"], "needs N >= 1"),
+        (["evaluate-numbers", ""], "no photos given"),
+        (["evaluate", "--data", ""], "no data given"),   # not the model's own data, quietly
+        (["evaluate-numbers", "synthetic:0"], "synthetic:N needs 1 <= N <= 50,000 photos, got 0"),
+        (["data", "info", "synthetic:99999999999999999999"], "synthetic:N needs 10 <= N <= 1,000,000, got 99,999"),
         (["evaluate-numbers", tmp_path], "folder has neither labels.json nor digitStruct.mat"),   # and no note
         (["compare", "--models", ","], "names no model"),
         (["compare", "--models", "ann1", "--data", tiny, "--out", a_file],

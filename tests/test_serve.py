@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -199,6 +200,10 @@ ERROR_CASES = {
     "empty file": (400, "empty", dict(files={"file": ("e.png", b"", "image/png")})),
     "truncated png": (400, "not_an_image", "truncated"),
     "png header cut short": (400, "not_an_image", "header"),
+    "a few pixels": (400, "not_an_image", dict(files={"file": ("dot.png", png_bytes(Image.new("RGB", (1, 1))),
+                                                                 "image/png")})),
+    "postscript": (400, "not_an_image", dict(files={"file": ("x.eps", b"%!PS-Adobe-3.0 EPSF-3.0\nshowpage\n",
+                                                             "image/png")})),
     "too many bytes": (413, "too_large", dict(content=b"\0" * (10 * 1024 * 1024 + 70_000),
                                                headers={"content-type": "image/png"})),
     "too many bytes, streamed": (413, "too_large", "streamed"),
@@ -241,6 +246,31 @@ def test_bad_input_is_a_json_4xx(server, crops, case):
     assert r.headers["content-type"] == "application/json"
     assert r.json()["error"]["code"] == code
     assert r.json()["error"]["message"]
+
+
+def test_a_text_part_over_1_mb_is_413_and_says_to_send_a_file(server, crops):
+    big_text = "a" * (1024 * 1024 + 1)
+    good = ("a.png", png_bytes(crops["X"][0]), "image/png")
+    for request in (dict(data={"file": big_text}, files={"other": good}),    # the image sent as text (curl -F 'file=<')
+                    dict(data={"note": big_text}, files={"file": good})):    # a big text field beside the file
+        r = httpx.post(f"{server}/v1/numbers", **request)
+        assert r.status_code == 413, r.text
+        assert r.json()["error"]["code"] == "too_large"
+        assert "form field 'file'" in r.json()["error"]["message"] and "file part" in r.json()["error"]["message"]
+
+
+def test_a_part_named_only_by_filename_star_is_said_to_lack_filename(server, crops):
+    body = (b"--zz\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''%E2%82%AC.png\r\n"
+            b"Content-Type: image/png\r\n\r\n" + png_bytes(crops["X"][0]) + b"\r\n--zz--\r\n")
+    r = httpx.post(f"{server}/v1/digits", content=body, headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "not_a_file", r.text
+    assert "no filename=" in r.json()["error"]["message"]
+
+
+def test_a_content_type_with_no_media_type_is_quoted_as_sent(server, crops):
+    r = httpx.post(f"{server}/v1/digits", content=png_bytes(crops["X"][0]), headers={"content-type": ";;;"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    assert "content type ';;;'" in r.json()["error"]["message"], r.text
 
 
 def test_batch_limits_and_unknown_routes(server, crops):
@@ -335,6 +365,40 @@ def test_openapi_docs_and_page_need_no_network(server):
         head = httpx.head(f"{server}{path}")                  # curl -I and uptime probes
         assert head.status_code == 200 and not head.content, path
     assert all(list(ops) == ["get"] for path, ops in spec["paths"].items() if path in ("/healthz", "/v1/models"))
+
+
+ODD_EXAMPLE_NAMES = ("a#1.png", "x?y.png", "two words.png", "café №5.png")
+
+
+@pytest.fixture(scope="module")
+def odd_examples_server(digit_checkpoint, svhn_dir, tmp_path_factory):
+    """A server whose examples have names a URL must encode, and one (gone.png) that a test removes."""
+    folder = tmp_path_factory.mktemp("examples")
+    photo = svhn_dir / "numbers" / "images" / "test_1.png"
+    for name in (*ODD_EXAMPLE_NAMES, "gone.png"):
+        shutil.copyfile(photo, folder / name)
+    args = ["--threads", "1", "--digit-model", str(digit_checkpoint), "--examples", str(folder)]
+    with serving(args, folder.parent / "server.log") as url:
+        yield url, folder
+
+
+def test_example_urls_are_percent_encoded_and_each_loads(odd_examples_server):
+    url, _ = odd_examples_server
+    listed = {e["name"]: e["url"] for e in httpx.get(f"{url}/v1/examples").json()["examples"]}
+    for name in ODD_EXAMPLE_NAMES:
+        assert listed[name] == "/examples/" + quote(name, safe="")
+        r = httpx.get(f"{url}{listed[name]}")
+        assert r.status_code == 200 and r.content[:4] == b"\x89PNG", name
+
+
+def test_an_example_removed_after_start_is_a_404_not_a_500(odd_examples_server):
+    url, folder = odd_examples_server
+    (folder / "gone.png").unlink()
+    for method in ("GET", "HEAD"):
+        r = httpx.request(method, f"{url}/examples/gone.png")
+        assert r.status_code == 404, (method, r.text)
+    error = httpx.get(f"{url}/examples/gone.png").json()["error"]
+    assert error["code"] == "not_found" and error["message"] == "example 'gone.png' is no longer there"
 
 
 # ---------------------------------------------------------------- the 8-bit runtime

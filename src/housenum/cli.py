@@ -745,7 +745,9 @@ def train_reader_cmd(
     if arch not in ARCHS:
         raise typer.BadParameter(f"choose from {', '.join(ARCHS)}", param_hint="--arch")
     def lasting(path) -> str | None:   # config.json's paths must hold for a --resume from another folder
-        return None if path is None else str(Path(path).resolve()) if Path(path).exists() else str(path)
+        if path is None or not str(path).strip():   # "" would resolve to this folder; left as given, it is refused
+            return path
+        return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
     cfg = ReaderTrainConfig(data=lasting(data), holdout=holdout or None, val_fraction=val_fraction, fold=fold,
                             epochs=epochs, minutes=minutes, loc_zoom=loc_zoom, loc_shift=loc_shift,

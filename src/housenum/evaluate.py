@@ -116,7 +116,7 @@ def evaluate_run(model: str | Path | None, data: str | Path | None = None,
     (default: `<run>/eval`) when a folder is given or implied.
     """
     loaded = load_model(model)
-    spec = str(data) if data else recorded_data(loaded, DEFAULT_SPEC)
+    spec = str(data) if data is not None else recorded_data(loaded, DEFAULT_SPEC)   # "" is refused as no data
     test = load_digits(spec).test
     require_test_digits(test, spec)
     result = score(predict_probs(loaded, test, tta), test.labels)

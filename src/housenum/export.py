@@ -92,7 +92,7 @@ def export_onnx(source: str | Path | None, out: str | Path | None = None, parity
     if path.suffix.lower() != ".onnx":   # serve, the reader and ONNX tools find exports by this suffix
         raise ModelError(f"--out {path}: an ONNX export's name ends in .onnx, e.g. {path.with_suffix('.onnx')}")
     loaded = load_model(ckpt)
-    spec = parity_data or recorded_data(loaded, "synthetic")
+    spec = parity_data if parity_data is not None else recorded_data(loaded, "synthetic")
     data = load_digits(spec, loaded.channels)
     parity_images = (data.test if len(data.test) else data.train).images[:n_parity]
     metadata = {HASH_KEY: file_sha256(ckpt), "housenum_model": loaded.name,

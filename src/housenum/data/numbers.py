@@ -36,6 +36,7 @@ from housenum.preprocess import open_image
 BOX_FIELDS = ("left", "top", "width", "height", "label")  # column order of a box row; label 0..9
 FULL_SPLITS = ("train", "test", "extra")
 SYNTHETIC_DEFAULT = 2000
+SYNTHETIC_MAX = 50_000   # photos: several GB in memory and 7 minutes to draw on a 2-core CPU
 CACHE_VERSION = 2   # bump when parsing checks change, so older caches are parsed again
 
 
@@ -154,6 +155,9 @@ def is_photo_spec(spec: str) -> bool:
 def load_numbers(spec: str | Path, default_split: str = "test") -> NumberSet:
     """Load photos by spec (see the module docstring); bare `svhn-full` means `default_split`."""
     spec = str(spec)
+    if not spec.strip():   # Path("") is the current folder: say what was meant instead
+        raise DataFormatError("no photos given: give a folder with labels.json or digitStruct.mat, "
+                              "'svhn-full[:train|test|extra]' or 'synthetic[:N]'")
     name, _, arg = spec.partition(":")
     path = Path(spec)
     if name == "svhn-full" and not path.exists():
@@ -183,8 +187,8 @@ def _synthetic(arg: str) -> NumberSet:
         n = int(arg) if arg else SYNTHETIC_DEFAULT
     except ValueError:
         raise DataFormatError(f"synthetic:N needs a whole number, got '{arg}'") from None
-    if n < 1:
-        raise DataFormatError(f"synthetic:N needs N >= 1, got {n}")
+    if not 1 <= n <= SYNTHETIC_MAX:   # drawn at about 125 a second, every photo held in memory
+        raise DataFormatError(f"synthetic:N needs 1 <= N <= {SYNTHETIC_MAX:,} photos, got {n:,}")
     photos = synthetic_numbers(n, seed=7)
     return NumberSet(f"synthetic:{n}", [], [label for _, label, _ in photos],
                      [np.asarray(b, np.int32).reshape(-1, 5) for _, _, b in photos],

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -173,11 +174,18 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
         """Decode each upload and `prepare` it at once (the model's input size: a batch of big photos
         never sits in memory decoded), then run `infer(prepared) -> [result]` on those that decoded;
         a file that cannot be decoded gets its ApiError in its place."""
+        def prepare_one(upload: Upload):
+            image = decode(upload)
+            try:
+                return prepare(image)
+            except ImageError as e:   # `prepare`'s own: a digit image of a few pixels
+                raise ApiError(400, "not_an_image", f"{upload.name}: {str(e).removeprefix('image: ')}") from None
+
         out: list = []
         where, prepared = [], []
         for i, upload in enumerate(uploads):
             try:
-                prepared.append(prepare(decode(upload)))
+                prepared.append(prepare_one(upload))
                 where.append(i)
                 out.append({})
             except ApiError as e:
@@ -288,12 +296,15 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
 
     @get_and_head("/v1/examples", summary="Example photos for the page")
     async def list_examples() -> dict:
-        return {"examples": [{"name": name, "url": f"/examples/{name}"} for name in examples]}
+        # percent-encoded: a name with '#', '?', spaces or non-ASCII is still one path segment
+        return {"examples": [{"name": name, "url": f"/examples/{quote(name, safe='')}"} for name in examples]}
 
     @get_and_head("/examples/{name}", include_in_schema=False)
     async def example(name: str) -> FileResponse:
         if name not in examples:
             raise ApiError(404, "not_found", f"no example '{name}'")
+        if not examples[name].is_file():   # listed at start-up, removed since: FileResponse would fail (500)
+            raise ApiError(404, "not_found", f"example '{name}' is no longer there")
         return FileResponse(examples[name])
 
     @get_and_head("/", include_in_schema=False)

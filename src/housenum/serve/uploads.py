@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 RAW_IMAGE_TYPES = ("application/octet-stream",)
 MULTIPART = "multipart/form-data"
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the image bytes
+TEXT_PART_LIMIT = 1024 * 1024  # a form part without filename= is text, held in memory: Starlette's default cap
 
 
 class ApiError(Exception):
@@ -108,16 +109,22 @@ async def read_uploads(request: Request, field: str, max_files: int, batch_route
 
     A part that is not an image by its type comes back with its `error` set rather than failing the
     request: in a batch, the other files are still read."""
-    media = _media_type(request.headers.get("content-type"))
+    header = request.headers.get("content-type")
+    media = _media_type(header)
     if media.startswith("image/") or media in RAW_IMAGE_TYPES:
         return [Upload("request body", await request.body())]
     if media != MULTIPART:
+        shown = media or (header or "").strip() or "none"   # a header with no media type in it (';;;'): as sent
         raise ApiError(415, "unsupported_media_type",
-                       f"content type '{media or 'none'}' is not accepted; send multipart/form-data with the "
+                       f"content type '{shown}' is not accepted; send multipart/form-data with the "
                        f"image in the field '{field}', or the image itself as the body (image/png, image/jpeg)")
     try:
-        form = await request.form(max_files=max_files, max_fields=max_files + 16)
+        form = await request.form(max_files=max_files, max_fields=max_files + 16, max_part_size=TEXT_PART_LIMIT)
     except HTTPException as e:
+        if "Part exceeded maximum size" in str(e.detail):   # only text parts have this cap; files are spooled
+            raise ApiError(413, "too_large", f"a text part of the form is over {megabytes(TEXT_PART_LIMIT)}; send "
+                                             f"the image in form field '{field}' as a file part (with a filename)") \
+                from None
         if "Too many files" in str(e.detail) and batch_route:
             raise ApiError(422, "one_file_only", f"this endpoint takes one image; send several to {batch_route}") \
                 from None
@@ -134,8 +141,10 @@ async def read_uploads(request: Request, field: str, max_files: int, batch_route
     uploads = []
     for part in parts:
         if not isinstance(part, UploadFile):   # in a batch, its own entry: the files beside it are read
-            uploads.append(Upload(field, b"", ApiError(422, "not_a_file",
-                                                       f"form field '{field}' must be a file upload, not text")))
+            # Starlette makes a file only of a part with filename=; filename*= alone (RFC 7578 forbids it) is text
+            uploads.append(Upload(field, b"", ApiError(422, "not_a_file", (
+                f"form field '{field}' must be a file upload, not text: its Content-Disposition has no filename= "
+                "(a part named only by filename*= is read as text)"))))
             continue
         try:
             _check_image_type(_media_type(part.content_type), f"file '{part.filename}'")
