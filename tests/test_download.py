@@ -31,6 +31,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         server = self.server
         server.requests.append((self.path, self.headers.get("Range")))
+        if self.path == "/loop":   # redirects to itself, forever
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = server.files.get(self.path.lstrip("/"))
         if body is None:
             self.send_error(404)
@@ -50,6 +56,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         payload = body[start:]
+        if server.no_length:   # streamed until the connection closes, as a misbehaving mirror might
+            self.end_headers()
+            self.wfile.write(payload)
+            self.close_connection = True
+            return
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if server.cut_next or server.stall_next:
@@ -89,7 +100,7 @@ def server(mat_file):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.files = {NAME: mat_file[0]}
     httpd.requests = []
-    httpd.ignore_range = httpd.cut_next = httpd.stall_next = False
+    httpd.ignore_range = httpd.cut_next = httpd.stall_next = httpd.no_length = False
     httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
@@ -189,6 +200,23 @@ def test_complete_partial_is_checked_without_request(server, remote, mat_file, t
     path = fetch(NAME, directory=tmp_path, progress=False, expected=remote)
     assert path.read_bytes() == mat_file[0]
     assert server.requests == []
+
+
+@pytest.mark.parametrize("length_sent", [True, False])
+def test_a_file_longer_than_expected_is_stopped_not_written_out(server, remote, mat_file, tmp_path, length_sent):
+    server.no_length = not length_sent
+    short = RemoteFile(remote.url, 1000, None)
+    said = "would send" if length_sent else "sent more than the 1000 bytes expected"
+    with pytest.raises(DownloadError, match=said):
+        fetch(NAME, directory=tmp_path, progress=False, expected=short)
+    assert list(tmp_path.iterdir()) == []   # neither the file nor a .part of it
+
+
+def test_a_redirect_loop_is_one_line(server, tmp_path):
+    loop = RemoteFile(f"{server.base_url}/loop", None, None)
+    with pytest.raises(DownloadError, match="answered HTTP 302") as caught:
+        fetch("loop.mat", directory=tmp_path, progress=False, expected=loop)
+    assert "\n" not in str(caught.value)
 
 
 def test_not_found_is_download_error(server, tmp_path):

@@ -122,6 +122,10 @@ def _download(
                 offset = 0  # server sent the whole file (200) or another range: start over
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else size
+            if size is not None and total is not None and total > size:
+                raise DownloadError(f"{name}: {url} would send {total} bytes, not the {size} expected; "
+                                    "check $HOUSENUM_BASE_URL")
+            written, too_long = offset, False
             with (
                 open(part, "ab" if offset else "wb") as out,
                 tqdm(
@@ -139,19 +143,27 @@ def _download(
                 while chunk := response.read1(CHUNK_BYTES):
                     out.write(chunk)
                     bar.update(len(chunk))
+                    written += len(chunk)
+                    if size is not None and written > size:   # a wrong mirror must not fill the disk
+                        too_long = True
+                        break
                 out.flush()
                 os.fsync(out.fileno())
     except KeyboardInterrupt:
         print(f"{name}: download stopped; {_kept(part)}", file=sys.stderr)
         raise
-    except urllib.error.HTTPError as e:
-        raise DownloadError(f"{name}: {url} answered HTTP {e.code} {e.reason}") from None
+    except urllib.error.HTTPError as e:   # a redirect loop's reason runs to three lines
+        raise DownloadError(f"{name}: {url} answered HTTP {e.code} {' '.join(str(e.reason).split())}") from None
     except (OSError, http.client.HTTPException) as e:
         raise DownloadError(
             f"{name}: download from {url} failed ({_describe(e)}); {_kept(part)}"
         ) from None
     except ValueError as e:   # urllib's word for a URL it cannot parse
         raise DownloadError(f"{name}: {url} is not an http(s) URL ({e}); check $HOUSENUM_BASE_URL") from None
+    if too_long:
+        part.unlink()
+        raise DownloadError(f"{name}: {url} sent more than the {size} bytes expected; stopped and removed what "
+                            "it sent (check $HOUSENUM_BASE_URL)")
     received = part.stat().st_size
     if total is not None and received < total:
         raise DownloadError(
