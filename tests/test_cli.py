@@ -414,6 +414,14 @@ def test_predict_reads_a_digit_piped_in(crops, tmp_path):
     assert answer["file"] == "-" and answer["digit"] == crops["y"][0]
 
 
+def test_a_file_that_cannot_be_written_is_named_as_asked_not_by_its_temporary_name(tmp_path):
+    from housenum.io import write_text
+
+    with pytest.raises(OSError) as caught:
+        write_text("/proc/housenum-test.txt", "x")   # /proc takes no new files, even from root
+    assert caught.value.filename == "/proc/housenum-test.txt" and ".tmp" not in str(caught.value)
+
+
 def test_sigterm_stops_a_command_as_ctrl_c_does_and_leaves_no_half_written_file(tmp_path):
     import signal
 
