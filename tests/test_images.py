@@ -101,6 +101,13 @@ def test_open_files_are_read_and_other_objects_refused(svhn_dir):
             open_image(bad)
 
 
+def test_a_float_tiff_out_of_range_is_refused_by_its_file_name():
+    for value, said in ((1000.0, "values must be 0..255 .*got 1000..1000"), (np.nan, "NaN or infinite")):
+        data = encoded(Image.fromarray(np.full((20, 20), value, np.float32), "F"), "TIFF")
+        with pytest.raises(ImageError, match=f"^plate.tif: its 32-bit float pixels: .*{said}"):
+            open_image(data, name="plate.tif")
+
+
 def test_an_empty_or_few_pixel_image_is_refused_rather_than_read_as_a_digit():
     from housenum.export import load_digit_recognizer
 

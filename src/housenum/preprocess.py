@@ -129,6 +129,9 @@ def open_image(source, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_I
         return _to_rgb(_upright(img))
     except CORRUPT as e:
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
+    except ImageError as e:   # a float TIFF's pixels out of range, checked as an array's are
+        kind = "32-bit float" if img.mode == "F" else img.mode
+        raise ImageError(f"{name}: its {kind} pixels: {str(e).removeprefix('image array ')}") from None
 
 
 def image_batch(images, call: str) -> list:
