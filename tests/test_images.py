@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from housenum.errors import ImageError, ImageTooLargeError
+from housenum.errors import ArgumentError, ImageError, ImageTooLargeError, ModelError
 from housenum.preprocess import open_image
 
 
@@ -131,6 +131,10 @@ def test_prediction_api_checks_its_arguments(crops):
     assert np.mean(np.equal(as_list, y)) >= 0.75
     with pytest.raises(ImageError, match="wrap a single one in a list"):
         fast.predict("digit.png")
+    with pytest.raises(ArgumentError, match="top_k must be an integer 1..10"):
+        fast.predict(list(X), top_k=0)
+    with pytest.raises(ModelError, match="a digit model is given as a run folder, a .pt file or a shipped name"):
+        load_digit_recognizer(5)
     with pytest.raises(ImageError, match=r"\(N, 32, 32, 3\)"):
         fast.predict_arrays(X[:, :16])
     with pytest.raises(ImageError, match="uint8"):

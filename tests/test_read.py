@@ -185,6 +185,37 @@ def test_every_input_kind_reads_the_same(reader, images):
     assert batched[0].as_json() == readings[0].as_json()
 
 
+def test_bad_arguments_are_housenum_errors_that_name_them(reader, images):
+    import torch
+
+    from housenum.errors import ArgumentError, HousenumError
+    from housenum.export import load_digit_recognizer
+
+    photo = Image.open(images / "test_2.png")
+    bad_calls = [
+        (lambda: NumberReader(threads=2.5), "threads must be a whole number 1 or more, got 2.5"),
+        (lambda: NumberReader(threads=-1), "threads must be a whole number 1 or more, got -1"),
+        (lambda: load_digit_recognizer(None, threads=2.0), "threads must be a whole number 1 or more"),
+        (lambda: NumberReader(device="bogus"), "unknown device 'bogus'"),
+        (lambda: NumberReader(backend="onnx", device="cuda"),
+         "backend 'onnx' runs on the CPU" if torch.cuda.is_available() else "but no CUDA GPU is available"),
+        (lambda: read_number(photo, model=5), "a reader is given as a run folder, a .pt file or a shipped name"),
+        (lambda: NumberReader(digits=5), "a digit model is given as a run folder"),
+        (lambda: reader.read_many([photo], batch_size=0), "batch_size must be a whole number 1 or more, got 0"),
+        (lambda: reader.read(photo).sure_or_none(float("nan")), "min_confidence must be a number 0..1, got nan"),
+        (lambda: reader.read(photo).sure_or_none(None), "min_confidence must be a number 0..1, got None"),
+    ]
+    for call, message in bad_calls:
+        with pytest.raises(HousenumError, match=re.escape(message)):
+            call()
+    with pytest.raises(ValueError):   # as before, for callers that catch ValueError
+        reader.read_many([photo], batch_size=0)
+    assert issubclass(ArgumentError, ValueError)
+    assert len(reader.read_many([photo], batch_size=np.int64(2))) == 1
+    array = np.asarray(photo.convert("RGB"))
+    assert reader.read_photos([array])[1][0].number == reader.read(photo).number   # opened as read() opens it
+
+
 def test_read_number_caches_the_default_reader(images):
     first = read_number(images / "test_1.png")
     assert isinstance(first, Reading)

@@ -1,11 +1,12 @@
 """housenum: read house numbers from street photos, built on SVHN."""
 
-from housenum.errors import DataFormatError, DownloadError, HousenumError, ImageError, ImageTooLargeError, ModelError
+from housenum.errors import (ArgumentError, DataFormatError, DownloadError, HousenumError, ImageError,
+                             ImageTooLargeError, ModelError)
 
 __version__ = "1.0.0"
 
-__all__ = ["DataFormatError", "DownloadError", "HousenumError", "ImageError", "ImageTooLargeError", "ModelError",
-           "__version__", "read_number"]
+__all__ = ["ArgumentError", "DataFormatError", "DownloadError", "HousenumError", "ImageError", "ImageTooLargeError",
+           "ModelError", "__version__", "read_number"]
 
 
 def __getattr__(name: str):

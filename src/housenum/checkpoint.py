@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,9 @@ def checkpoint_path(source: str | Path | None, default: Path = DEFAULT_DIGIT_MOD
     """A run folder means its best checkpoint (else its last); None means the shipped model, and
     a name of `shipped` (default: the other shipped digit models) that is not a file here, that one."""
     shipped = SHIPPED_DIGIT_MODELS if shipped is None else shipped
+    if source is not None and not isinstance(source, (str, os.PathLike)):
+        raise ModelError(f"a {what} is given as a run folder, a .pt file or a shipped name, not a "
+                         f"{type(source).__name__} ({source!r})")
     if source is None:
         if not default.exists():
             raise ModelError(f"no shipped {what} in this install; pass --model RUN_DIR")

@@ -327,7 +327,8 @@ def train_cmd(
 ) -> None:
     """Train one model and write its run folder: best.pt, last.pt, config.json, history.csv,
     curves.png and summary.txt. Ctrl-C keeps the last finished epoch; --resume continues."""
-    from housenum.train import TrainConfig, pick_device, train
+    from housenum.devices import pick_device
+    from housenum.train import TrainConfig, train
 
     if resume is not None:
         _refuse_with_resume(ctx)

@@ -21,6 +21,18 @@ class ModelError(HousenumError):
     """A model name, run folder or checkpoint is unknown or unusable."""
 
 
+class ArgumentError(HousenumError, ValueError):
+    """A Python call's argument of the wrong type or out of range (a ValueError too, as before)."""
+
+
+def check_whole(name: str, value, minimum: int = 1) -> None:
+    """`value` must be a whole number (numpy's included, bool not) of at least `minimum`."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ArgumentError(f"{name} must be a whole number {minimum} or more, got {value!r}")
+
+
 class DownloadError(HousenumError):
     """A download failed or its file did not match the expected size or checksum."""
 

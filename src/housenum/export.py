@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from housenum.checkpoint import checkpoint_path, load_model, recorded_data
-from housenum.errors import ModelError
+from housenum.errors import ModelError, check_whole
 from housenum.io import atomic_path
 from housenum.predict import DigitRecognizer
 from housenum.preprocess import pixels_to_tensor
@@ -199,6 +199,8 @@ def load_digit_recognizer(source: str | Path | None = None, threads: int | None 
     """A DigitRecognizer that runs on ONNX Runtime when a matching export sits beside the checkpoint,
     on PyTorch otherwise; preprocessing and outputs are the same either way. `spin`: see OnnxModel.
     `int8`: the quantized export (`housenum export --int8`), which must exist and match."""
+    if threads is not None:
+        check_whole("threads", threads)
     recognizer = DigitRecognizer(source)
     checkpoint = recognizer.loaded.path
     onnx_file = onnx_path_for(checkpoint, int8)

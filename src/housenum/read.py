@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from housenum.errors import ModelError, brief
+from housenum.errors import ArgumentError, ModelError, brief, check_whole
 from housenum.models.reader import (
     CONTEXT, CTC_BLANK, EXPAND, MAX_DIGITS, CTCReader, ReaderArch, ReaderFromContext,
     context_crop, context_region, create_localizer, create_reader, decode_box, localizer_box, localizer_view,
@@ -93,8 +93,8 @@ class Reading:
         """This reading, or with its number withheld (None, kept as `guess`) when its confidence is
         under `min_confidence`: for callers who would rather have no answer than a wrong one. On the
         held-out photos 0.9 kept 72% of the readings, 98% of them right (READER_CARD.md)."""
-        if not 0 <= min_confidence <= 1:     # NaN included
-            raise ValueError(f"min_confidence must be 0..1, got {min_confidence}")
+        if not (isinstance(min_confidence, (int, float, np.number)) and 0 <= min_confidence <= 1):   # NaN too
+            raise ArgumentError(f"min_confidence must be a number 0..1, got {min_confidence!r}")
         if self.number is None or self.confidence >= min_confidence:
             return self
         return replace(self, number=None, guess=self.number)
@@ -110,8 +110,8 @@ class Photo:
 
     @classmethod
     def of(cls, image: Image.Image) -> Photo:
-        if image.mode != "RGB":            # the networks take RGB; open_image converts any mode
-            image = open_image(image)
+        if not isinstance(image, Image.Image) or image.mode != "RGB":   # RGB for the networks: open_image
+            image = open_image(image)                                    # converts any mode, and arrays
         width, height = image.size
         if max(width, height) <= MAX_SIDE:
             return cls(image, image.size)
@@ -227,18 +227,26 @@ class NumberReader:
     run folder or .pt, a loaded `DigitRecognizer`, or False to trust the reader's own heads alone.
     `threads`: ONNX Runtime's per session; on the torch backend it is PyTorch's, which is set for
     the whole process (`torch.set_num_threads`), as `housenum.train.train` sets it too.
+    `device`: "cpu", "cuda[:N]" or "auto"; a GPU runs the networks in PyTorch.
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int | None = None,
                  device: str = "cpu", digits=True, search: bool = True) -> None:
+        from housenum.devices import pick_device
+
         if backend not in ("auto", "onnx", "torch"):
             raise ModelError(f"unknown backend '{backend}': use auto, onnx or torch")
+        if threads is not None:
+            check_whole("threads", threads)
+        device = pick_device(device)
+        if device.type != "cpu" and backend == "onnx":
+            raise ModelError(f"backend 'onnx' runs on the CPU here; use backend 'torch' for device '{device}'")
         path = reader_checkpoint_path(model)
         state = read_reader_checkpoint(path)
         onnx = [path.with_name(path.stem + s) for s in ONNX_SUFFIXES]
         if backend == "onnx" and not all(p.exists() for p in onnx):
             raise ModelError(f"{path}: no exported {onnx[0].name} and {onnx[1].name} beside it")
-        if backend != "torch" and all(p.exists() for p in onnx):
+        if backend != "torch" and device.type == "cpu" and all(p.exists() for p in onnx):   # a GPU: PyTorch
             self._nets = _OnnxNets(*onnx, threads)
         else:
             if threads:
@@ -272,8 +280,7 @@ class NumberReader:
     def read_many(self, images, batch_size: int = 64) -> list[Reading]:
         """Photos in batches; each is opened with `open_image` (clear `ImageError`s for bad input)
         and shrunk to `Photo`'s size at once, so a batch of huge photos never sits in memory whole."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number 1 or more, got {batch_size!r}")
+        check_whole("batch_size", batch_size)
         images = image_batch(images, "read_many")
         out: list[Reading] = []
         for start in range(0, len(images), batch_size):

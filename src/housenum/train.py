@@ -29,6 +29,7 @@ from housenum.checkpoint import (checkpoint_path, clear_old_run, fit_weights, lo
 from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
 from housenum.data.augment import Augment, augment_batch, cutmix, mixup
 from housenum.data.splits import validation_split
+from housenum.devices import pick_device
 from housenum.errors import DataFormatError, ModelError
 from housenum.io import atomic_open, write_text
 from housenum.models import create_model, model_spec
@@ -249,23 +250,6 @@ def check_shared_ranges(lr: float | None, fold: int | None, n_folds: int, thread
         raise ModelError(f"fold must be 0..{n_folds - 1} (of {n_folds} folds), got {fold}")
     if threads is not None and threads < 1:
         raise ModelError(f"threads must be 1 or more, got {threads}")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            return torch.device("cuda", local % torch.cuda.device_count())
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ModelError(f"unknown device '{name}': use auto, cpu or cuda (or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"--device {name} asked for, but no CUDA GPU is available")
-    if device.type not in ("cpu", "cuda"):
-        raise ModelError(f"unsupported device '{name}': use auto, cpu or cuda (or cuda:N)")
-    return device
 
 
 def cpu_has_bf16() -> bool:

@@ -538,7 +538,8 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     the weights, the optimiser and the random generators.
     """
     from housenum.read import NumberReader
-    from housenum.train import pick_device, use_bf16
+    from housenum.devices import pick_device
+    from housenum.train import use_bf16
 
     run_dir = Path(run_dir)
     resumed = _resumable(run_dir) if resume else None
