@@ -12,6 +12,7 @@ from PIL import Image
 
 from housenum.checkpoint import load_model
 from housenum.read import DEFAULT_READER
+from tests.conftest import SHARED_SVHN
 from tests.test_formats import write_course_h5, write_official_mat
 
 
@@ -246,6 +247,10 @@ def bad_cases(tmp_path, crops, run):
     digit = tmp_path / "digit.png"
     Image.fromarray(crops["X"][0]).save(digit)
     train = ["train", "--model", "ann1", "--data", tiny, "--out", tmp_path / "never"]
+    reader_run, best_as_last = tmp_path / "reader_run", tmp_path / "best_as_last"
+    for folder, checkpoint in ((reader_run, DEFAULT_READER), (best_as_last, run / "best.pt")):
+        folder.mkdir()
+        (folder / "last.pt").write_bytes(checkpoint.read_bytes())
     return [
         (["predict", digit, "--model", DEFAULT_READER], "a whole-number reader, not a digit model"),
         ([*train, "--epochs", "0"], "epochs must be 1 or more"),
@@ -264,6 +269,8 @@ def bad_cases(tmp_path, crops, run):
         (["evaluate", digit], "not a readable housenum checkpoint"),
         ([*train, "--fold", "7"], "fold must be 0..4"),
         ([*train, "--device", "bogus"], "unknown device 'bogus'"),
+        (["train", "--resume", reader_run, "--epochs", "2"], "a whole-number reader run; continue it with"),
+        (["train", "--resume", best_as_last, "--epochs", "2"], "holds a model but not the state to resume it"),
         (["train", "--resume", run, "--epochs", "9", "--lr", "0.1", "--model", "cnn2"],
          "--model, --lr would be ignored"),
         (["data", "info", empty_npz], "holds no images"),
@@ -278,6 +285,10 @@ def bad_cases(tmp_path, crops, run):
         (["compare", "--models", "ann1", "--data", tiny, "--out", a_file],
          f"--out {a_file}: exists and is not a folder"),
         (["data", "info", tiny, "--balance", tmp_path], f"--balance {tmp_path}: is a folder; give a file name"),
+        (["data", "info", tiny, "--out", tmp_path / "c.png", "--balance", tmp_path / "c.png"],
+         "--out and --balance are both"),
+        (["evaluate-numbers", SHARED_SVHN / "numbers", "--files", ""], "no photo name matches ''"),
+        (["train", "--resume", a_file], "must be a folder (give another --resume)"),
         (["compare", "--models", "ann1", "--data", tmp_path / "missing.npz", "--out", tmp_path / "refused"],
          "no such file"),
         ([*train[:-1], a_file], "is a file; the run folder must be a folder"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -181,6 +182,8 @@ def data_info(
 
     _file_out(out)
     _file_out(balance, "--balance")
+    if out is not None and balance is not None and out.resolve() == balance.resolve():
+        raise HousenumError(f"--out and --balance are both {out}: the second chart would replace the first")
     if is_photo_spec(spec):
         if channels is not None:
             raise HousenumError("--channels applies to digit crops; whole photos are described as stored")
@@ -766,8 +769,9 @@ def train_reader_cmd(
     with _ctrl_c_says_what_is_kept(out, "train-reader", resume is not None,
                                    first="the first checkpoint", last="the last checkpoint"):
         result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True), resume=resume is not None)
-    typer.echo(f"reader: best validation whole-number accuracy {result.best_val_acc:.4f}, "
-               f"{result.train_seconds:.0f} s; run folder {out}")
+    scored = (f"best validation whole-number accuracy {result.best_val_acc:.4f}" if math.isfinite(result.best_val_acc)
+              else "no validation photos: kept the last epoch")
+    typer.echo(f"reader: {scored}, {result.train_seconds:.0f} s; run folder {out}")
 
 
 def main() -> None:

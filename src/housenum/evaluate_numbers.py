@@ -183,7 +183,7 @@ def evaluate_numbers(spec: str | Path, model: str | Path | None = None, out: Pat
     keeps only photo names matching a glob; `out` receives failures.png; `digits` is the digit
     model that re-reads each digit and `search` the window search for unsure photos (see `NumberReader`)."""
     photos = load_numbers(spec, default_split="test")
-    if files:
+    if files is not None:   # "" matches nothing, and says so, rather than meaning every photo
         photos = photos.matching(files)
     if len(photos) == 0:
         raise DataFormatError(f"{photos.name}: holds no photos")

@@ -492,7 +492,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
     run_dir = Path(run_dir)
     cfg = config.resolved()
     if run_dir.exists() and not run_dir.is_dir():
-        raise ModelError(f"{run_dir} is a file; the run folder must be a folder (give another --out)")
+        raise ModelError(f"{run_dir} is a file; the run folder must be a folder (give another "
+                         f"{'--resume' if resume else '--out'})")
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     dist = _Dist(device)
@@ -501,6 +502,13 @@ def train(config: TrainConfig, run_dir: str | Path, *, data: DigitData | None = 
     state = None
     if resume:
         state = read_checkpoint(run_dir / "last.pt")
+        if state.get("kind") == "housenum-reader/1":
+            raise ModelError(f"{run_dir}: a whole-number reader run; continue it with "
+                             f"`housenum train-reader --resume {run_dir}`")
+        resumable = {"model_state", "config", "optimizer_state", "generator_state", "history", "epoch", "best_val_acc"}
+        if not resumable <= state.keys() or "model" not in state["config"]:   # a best.pt or shipped .pt
+            raise ModelError(f"{run_dir}/last.pt: holds a model but not the state to resume it (no optimiser "
+                             f"state); start a new run from its weights with --init {run_dir}")
         cfg = TrainConfig.from_dict(state["config"])
         if "precision" not in state["config"]:  # saved before `precision`: such runs used bf16 on a GPU only
             cfg.precision = "bf16" if device.type == "cuda" else "fp32"
