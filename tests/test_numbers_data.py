@@ -174,6 +174,7 @@ def test_labels_json_errors(tmp_path, svhn_dir):
     for box, message in (([0, 0, 5, 5, 10], r"box digits must be whole numbers 0..9, found 10"),
                          ([0, 0, 5, 5, 1.5], "box digits .* found 1.5"),
                          ([float("nan"), 0, 5, 5, 1], "box values must be finite numbers"),
+                         ([0, 0, 1e10, 5, 1], "box values must lie within ±60,000 pixels, found 1e\\+10"),
                          ([0, 0, -5, 5, 1], "every box needs a width and height above 0")):
         (tmp_path / "labels.json").write_text(json.dumps({"a.png": {"label": "1", "boxes": [box]}}))
         with pytest.raises(DataFormatError, match=f"entry 'a.png': {message}"):
@@ -197,6 +198,20 @@ def test_training_refuses_a_number_wholly_outside_its_photo(tmp_path):
     outside = r"0: its digit boxes \(70, 5\) to \(80, 25\) lie outside the photo \(60x40\)"
     with pytest.raises(DataFormatError, match=outside):
         real_tensors(photo([70, 5, 10, 20, 1]))
+
+
+def test_a_reader_run_whose_split_leaves_no_validation_photo_is_refused(tmp_path):
+    from housenum.errors import ModelError
+    from housenum.train_reader import ReaderTrainConfig, split_photos, train_reader
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    photos = numbers.NumberSet(name="t", files=[Path(f"p{i}.png") for i in range(20)], labels=["1"] * 20,
+                               boxes=[np.array([[20, 5, 10, 20, 1]])] * 20, images=[image] * 20)
+    cfg = ReaderTrainConfig(data="t", holdout=None, epochs=1, synthetic=0, synthetic_empty=0, device="cpu")
+    train_only = split_photos(photos, cfg)[0]   # the photos the name hash puts on the training side
+    with pytest.raises(ModelError, match=f"--val-fraction 0.1 leaves no validation photos of the {len(train_only)}"):
+        train_reader(cfg, tmp_path / "run", photos=train_only, progress=False)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
 def test_describe_numbers_counts_lengths_digits_and_how_much_the_number_fills(svhn_dir, tmp_path):

@@ -574,6 +574,10 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
             train_set = train_set.subset(short)
         if len(train_set) == 0:
             raise ModelError(f"{cfg.data}: no photos left for training after the held-out split")
+        if len(val_set) == 0 and (cfg.val_fraction > 0 or cfg.fold is not None):   # best.pt would mean nothing
+            asked = f"--fold {cfg.fold}" if cfg.fold is not None else f"--val-fraction {cfg.val_fraction}"
+            raise ModelError(f"{asked} leaves no validation photos of the {len(train_set)}: give more photos, or "
+                             "--val-fraction 0 to train on all and keep the last epoch")
         say(f"photos: {len(train_set)} train, {len(val_set)} validation")
         real = real_tensors(train_set)
     if synthetic is None and (cfg.synthetic or cfg.synthetic_empty):

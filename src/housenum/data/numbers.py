@@ -31,7 +31,7 @@ import numpy as np
 
 from housenum.errors import DataFormatError, HousenumError
 from housenum.io import atomic_path
-from housenum.preprocess import open_image
+from housenum.preprocess import MAX_IMAGE_SIDE, open_image
 
 BOX_FIELDS = ("left", "top", "width", "height", "label")  # column order of a box row; label 0..9
 FULL_SPLITS = ("train", "test", "extra")
@@ -239,6 +239,8 @@ def box_rows_problem(rows: np.ndarray, digits_up_to: int, sizes: bool = True) ->
     each digit a whole number 0..`digits_up_to`, and (`sizes`) each box wider and higher than 0."""
     if not np.isfinite(rows).all():
         return "box values must be finite numbers"
+    if np.any(np.abs(rows[:, :4]) > 2 * MAX_IMAGE_SIDE):   # no photo read here is larger; int32 would wrap
+        return f"box values must lie within ±{2 * MAX_IMAGE_SIDE:,} pixels, found {np.abs(rows[:, :4]).max():g}"
     if sizes and np.any(rows[:, 2:4] <= 0):
         return "every box needs a width and height above 0"
     digits = rows[:, 4]
