@@ -43,7 +43,7 @@ def page(browser, request):
     page = context.new_page()
     problems = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type == "error" and "status of 400" not in m.text else None)  # 400: a bad upload, shown to the user
+            if m.type == "error" and not re.search(r"status of (400|404|502)", m.text) else None)   # shown to the user
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("request", lambda r: problems.append(f"off-loopback request: {r.url}")
             if urlparse(r.url).hostname not in ("127.0.0.1", "localhost") else None)
@@ -109,6 +109,21 @@ def test_page_keyboard_examples_and_errors(page, tmp_path):
     page.locator("#file").set_input_files(str(not_an_image))
     expect(page.get_by_role("status")).to_contain_text("not an image")
     expect(page.locator("#result")).to_be_hidden()
+
+
+def test_page_says_when_an_example_is_gone_and_when_an_error_is_not_json(page, svhn_dir):
+    from playwright.sync_api import expect
+
+    example = page.get_by_role("button", name="Read example photo").first
+    expect(example).to_be_visible()
+    page.route("**/examples/**", lambda route: route.fulfill(   # removed from the server after the page loaded
+        status=404, content_type="application/json", body='{"error": {"code": "not_found", "message": "gone"}}'))
+    example.click()
+    expect(page.get_by_role("status")).to_contain_text("is no longer on the server")
+    page.route(re.compile(r"/v1/(numbers|digits)$"), lambda route: route.fulfill(   # a proxy's own error page
+        status=502, content_type="text/html", body="<html><body>Bad gateway</body></html>"))
+    page.locator("#file").set_input_files(str(svhn_dir / "numbers" / "images" / "test_2.png"))
+    expect(page.get_by_role("status")).to_contain_text("The server answered 502.")
 
 
 def wait_for(page, condition, what: str, seconds: float = 15) -> None:

@@ -70,8 +70,17 @@ async function loadInfo() {
       img.alt = "";
       button.append(img);
       button.addEventListener("click", async () => {
-        const blob = await (await fetch(ex.url)).blob();
-        read(new File([blob], ex.name, { type: blob.type || "image/png" }));
+        try {
+          const response = await fetch(ex.url);
+          if (!response.ok) {   // removed from the server since the page loaded: its 404 is no photo
+            setStatus(`The example ${ex.name} is no longer on the server.`, true);
+            return;
+          }
+          const blob = await response.blob();
+          read(new File([blob], ex.name, { type: blob.type || "image/png" }));
+        } catch (err) {
+          setStatus(`The example ${ex.name} could not be fetched: ${err.message}`, true);
+        }
       });
       item.append(button);
       list.append(item);
@@ -153,7 +162,8 @@ async function read(file) {
   const started = performance.now();
   try {
     const response = await fetch(MODES[mode].endpoint, { method: "POST", body: form });
-    const body = await response.json();
+    // a proxy in front of the server may answer an error with an HTML page rather than our JSON
+    const body = await response.json().catch(() => ({}));
     const roundTrip = performance.now() - started;
     if (mode !== state.mode) return;   // the tab changed while it was read: that answer is not asked for now
     if (!response.ok) {
