@@ -408,8 +408,8 @@ def test_kill_during_save_leaves_old_checkpoint_intact(tmp_path):
     assert (state["model"], state["epoch"]) == ("old", 1)
 
 
-def test_ctrl_c_keeps_a_usable_checkpoint(small_npz, tmp_path):
-    run = tmp_path / "run"
+def _signal_after_the_first_epoch(small_npz, run, signum) -> tuple[int, str]:
+    """Train a long ann1 run, send `signum` once its first checkpoint exists; its exit status and stderr."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "housenum.cli", "train", "--model", "ann1", "--data", str(small_npz),
          "--epochs", "500", "--out", str(run)],
@@ -417,9 +417,15 @@ def test_ctrl_c_keeps_a_usable_checkpoint(small_npz, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "last.pt").exists():
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    return proc.returncode, err
+
+
+def test_ctrl_c_keeps_a_usable_checkpoint(small_npz, tmp_path):
+    run = tmp_path / "run"
+    code, err = _signal_after_the_first_epoch(small_npz, run, signal.SIGINT)
+    assert code == 130
     assert "Traceback" not in err and "--resume" in err
     assert load_model(run).name == "ann1"
     assert read_checkpoint(run / "last.pt")["epoch"] >= 1
@@ -437,16 +443,8 @@ def test_ctrl_c_keeps_a_usable_checkpoint(small_npz, tmp_path):
 
 def test_sigterm_ends_training_as_ctrl_c_does(small_npz, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "housenum.cli", "train", "--model", "ann1", "--data", str(small_npz),
-         "--epochs", "500", "--out", str(run)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "last.pt").exists():
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)   # `kill`, `timeout`, a job scheduler
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err and "--resume" in err, err
+    code, err = _signal_after_the_first_epoch(small_npz, run, signal.SIGTERM)   # `kill`, `timeout`, a scheduler
+    assert code == 130 and "Traceback" not in err and "--resume" in err, err
     assert read_checkpoint(run / "last.pt")["epoch"] >= 1
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 

@@ -25,14 +25,6 @@ class ArgumentError(HousenumError, ValueError):
     """A Python call's argument of the wrong type or out of range (a ValueError too, as before)."""
 
 
-def check_whole(name: str, value, minimum: int = 1) -> None:
-    """`value` must be a whole number (numpy's included, bool not) of at least `minimum`."""
-    import numpy as np
-
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ArgumentError(f"{name} must be a whole number {minimum} or more, got {value!r}")
-
-
 class DownloadError(HousenumError):
     """A download failed or its file did not match the expected size or checksum."""
 
@@ -41,3 +33,16 @@ def brief(error: BaseException, limit: int = 200) -> str:
     """A library's message as one short line: PyTorch's can list every mismatched tensor."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def is_whole(value) -> bool:
+    """An int (numpy's too), not a bool or a float that happens to be whole."""
+    import numpy as np
+
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_whole(name: str, value, minimum: int = 1) -> None:
+    """A Python call's `value` must be a whole number of at least `minimum`."""
+    if not is_whole(value) or value < minimum:
+        raise ArgumentError(f"{name} must be a whole number {minimum} or more, got {value!r}")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from housenum.checkpoint import LoadedModel, load_model
-from housenum.errors import ArgumentError, ImageError
+from housenum.errors import ArgumentError, ImageError, is_whole
 from housenum.preprocess import image_batch, image_to_digit, open_each, open_image, pixels_to_tensor
 
 MIN_DIGIT_SIDE = 8   # pixels: SVHN's shortest digit boxes are 11 high (and a "1" as little as 3 wide)
@@ -68,7 +68,7 @@ class DigitRecognizer:
 
 
 def check_top_k(top_k: int) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 10:
+    if not is_whole(top_k) or not 1 <= top_k <= 10:
         raise ArgumentError(f"top_k must be an integer 1..10 (there are 10 digits), got {top_k!r}")
 
 

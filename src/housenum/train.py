@@ -30,7 +30,7 @@ from housenum.data import DEFAULT_SPEC, DigitData, DigitSet, load_digits
 from housenum.data.augment import Augment, augment_batch, cutmix, mixup
 from housenum.data.splits import validation_split
 from housenum.devices import pick_device
-from housenum.errors import DataFormatError, ModelError
+from housenum.errors import DataFormatError, ModelError, is_whole
 from housenum.io import atomic_open, write_text
 from housenum.models import create_model, model_spec
 from housenum.models.layers import fit_temperature
@@ -223,11 +223,6 @@ def epoch_batches(n: int, batch_size: int, world: int) -> list[tuple[int, int]]:
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
         bounds[-2:] = [(bounds[-2][0], shard)]
     return bounds
-
-
-def is_whole(value) -> bool:
-    """An int (numpy's too), not a bool or a float that happens to be whole."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def refuse_non_finite(config) -> None:

@@ -91,7 +91,8 @@ class ReaderTrainConfig:
     def check(self) -> None:
         """Settings out of range or that contradict each other, refused before anything is written:
         they would otherwise train nonsense quietly or fail deep inside PyTorch."""
-        from housenum.train import is_whole, refuse_non_finite
+        from housenum.errors import is_whole
+        from housenum.train import refuse_non_finite
 
         refuse_non_finite(self)
         for name in ("epochs", "batch_size", "eval_every", "workers", "synthetic", "synthetic_empty", "hard_negatives"):
