@@ -291,7 +291,10 @@ def bad_cases(tmp_path, crops, run):
         (["train", "--resume", a_file], "must be a folder (give another --resume)"),
         (["compare", "--models", "ann1", "--data", tmp_path / "missing.npz", "--out", tmp_path / "refused"],
          "no such file"),
-        ([*train[:-1], a_file], "is a file; the run folder must be a folder"),
+        ([*train[:-1], a_file], f"--out {a_file}: exists and is not a folder"),
+        ([*train[:-1], a_file / "run"], f"--out {a_file / 'run'}: {a_file} is a file, not a folder"),
+        (["train-reader", "--data", "synthetic:20", "--out", a_file / "r"], f"{a_file} is a file, not a folder"),
+        (["evaluate-numbers", "synthetic:20", "--out", a_file / "g"], f"{a_file} is a file, not a folder"),
         ([*train[:-1], run, "--lr", "-1"], "lr must be a number above 0"),   # before "replacing the run in"
         ([*train[:-1], run, "--optimizer", "adamw"], "unknown optimizer 'adamw': use adam or sgd"),
         ([*train[:-1], run, "--device", "tpu"], "unknown device 'tpu'"),
@@ -308,6 +311,9 @@ def bad_cases(tmp_path, crops, run):
         (["train-reader", "--data", "synthetic:20", "--synthetic", "-3", "--out", tmp_path / "r"],
          "synthetic must be 0 or more"),
         (["train-reader", "--data", "synthetic:20", "--fold", "9", "--out", tmp_path / "r"], "fold must be 0..4"),
+        ([*train, "--fold", "1", "--val-fraction", "0.3"], "--fold and --val-fraction cannot be given together"),
+        (["train-reader", "--data", "synthetic:20", "--val-fraction", "0.2", "--fold", "1", "--out", tmp_path / "r"],
+         "--fold and --val-fraction cannot be given together: --fold K holds out photo fold K of 5, not a share"),
         (["train-reader", "--data", "synthetic:20", "--minutes", "inf", "--out", tmp_path / "r"],
          "minutes must be a finite number, got inf"),   # the schedule follows the clock: it would never move
         (["train-reader", "--data", "synthetic:20", "--loc-zoom", "1", "nan", "--out", tmp_path / "r"],

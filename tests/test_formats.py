@@ -197,7 +197,9 @@ def test_course_h5_missing_dataset_and_corrupt(tmp_path, crops):
 @pytest.mark.parametrize(("arrays", "message"), [
     ({"X": np.zeros((4, 32, 32, 3), np.uint8)}, "missing array.*y"),
     ({"X": np.zeros((4, 28, 28), np.uint8), "y": np.zeros(4)}, r"X must be \(N, 32, 32\)"),
-    ({"X": np.zeros((4, 32, 32, 3), np.uint8), "y": np.array([0, 1, 2, 10])}, "labels must be whole numbers 0..9"),
+    ({"X": np.zeros((4, 32, 32, 3), np.uint8), "y": np.array([0, 1, 2, 10])},
+     "labels must be whole numbers 0..9: 1 are not; the first is 10, at index 3"),
+    ({"X": np.zeros((3, 32, 32, 3), np.uint8), "y": np.array([0, 2.5, 1])}, "the first is 2.5, at index 1"),
     ({"X": np.zeros((4, 32, 32, 3), np.uint8), "y": np.zeros(3)}, "4 images but 3 labels"),
     ({"X": np.zeros((4, 32, 32, 2), np.uint8), "y": np.zeros(4)}, "1 or 3 channels"),
     ({"X": np.zeros((3, 32, 32), np.uint8), "y": np.array([1j, 2, 3])}, "labels must be numbers, got dtype complex"),

@@ -18,6 +18,7 @@ from PIL import Image
 
 from housenum.checkpoint import DEFAULT_DIGIT_MODEL
 from housenum.read import DEFAULT_READER
+from housenum.serve.app import Settings
 from tests.conftest import serving
 
 
@@ -246,6 +247,18 @@ def test_bad_input_is_a_json_4xx(server, crops, case):
     assert r.headers["content-type"] == "application/json"
     assert r.json()["error"]["code"] == code
     assert r.json()["error"]["message"]
+
+
+def test_a_body_over_the_limit_says_what_the_limit_is_made_of(server):
+    """The request limit is not --max-mb itself (a form wraps the image, a batch holds many): the 413 says so."""
+    r = httpx.post(f"{server}/v1/digits", content=b"\0" * (10 * 1024 * 1024 + 64 * 1024 + 1),
+                   headers={"content-type": "image/png"}, timeout=30)
+    assert r.status_code == 413, r.text
+    message = r.json()["error"]["message"]
+    assert "limit is 10.1 MiB (10,551,296 bytes): one image of at most 10.0 MiB (--max-mb), plus 64 KiB for the " \
+           "form" in message, message
+    limit, why = Settings(max_bytes=1024 * 1024, max_batch=4).body_limit("/v1/numbers/batch")
+    assert limit == 4 * 1024 * 1024 + 64 * 1024 and why.startswith("4 images of at most 1.0 MiB each (--max-mb)")
 
 
 def test_a_text_part_over_1_mb_is_413_and_says_to_send_a_file(server, crops):

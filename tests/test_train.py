@@ -142,6 +142,7 @@ def test_a_new_run_replaces_an_old_runs_files_only_once_its_first_epoch_is_saved
     train(TrainConfig(model="ann1", epochs=2), tmp_path, data=data, progress=False)
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "report.txt").write_text("ann1's evaluation")
+    (tmp_path / "metrics.json").write_text("{}")   # `evaluate RUN --out RUN` puts it beside the run's files
     before = {name: (tmp_path / name).read_bytes() for name in FILES}
     evaluate = train_module._evaluate
 
@@ -153,6 +154,7 @@ def test_a_new_run_replaces_an_old_runs_files_only_once_its_first_epoch_is_saved
         train(TrainConfig(model="ann2", epochs=1), tmp_path, data=data, progress=False)
     assert {name: (tmp_path / name).read_bytes() for name in FILES} == before
     assert load_model(tmp_path).name == "ann1" and (tmp_path / "eval" / "report.txt").exists()
+    assert (tmp_path / "metrics.json").exists()
 
     rows = []
     monkeypatch.setattr(train_module, "_evaluate", evaluate)

@@ -164,5 +164,6 @@ def clear_old_run(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     for name in EVAL_FILES:   # the old model's evaluation, which would read as the new one's
         (run_dir / "eval" / name).unlink(missing_ok=True)
+        (run_dir / name).unlink(missing_ok=True)   # written there by `evaluate RUN --out RUN`
     if (run_dir / "eval").is_dir() and not any((run_dir / "eval").iterdir()):
         (run_dir / "eval").rmdir()

@@ -155,7 +155,9 @@ def _check_writable(out: Path, folder: Path) -> None:
     existing = folder.absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir():   # a file where a folder of the path would go
+        raise HousenumError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise HousenumError(f"--out {out}: {existing} is not writable")
 
 
@@ -279,6 +281,15 @@ def _refuse_with_resume(ctx: typer.Context, allowed: tuple[str, ...] = RESUME_OP
                          f"ignored; only {may} may change")
 
 
+def _refuse_both(ctx: typer.Context, first: str, second: str, why: str) -> None:
+    """Two options given on the command line where one would silently win over the other."""
+    given = [name for name in (first, second)
+             if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+    if len(given) == 2:
+        flags = [f"--{name.replace('_', '-')}" for name in given]
+        raise ModelError(f"{flags[0]} and {flags[1]} cannot be given together: {why}")
+
+
 @app.command("train", cls=_Command)
 def train_cmd(
     ctx: typer.Context,
@@ -335,7 +346,10 @@ def train_cmd(
 
     if resume is not None:
         _refuse_with_resume(ctx)
+    _refuse_both(ctx, "fold", "val_fraction", "--fold K holds out photo fold K of 5, not a share")
     run_dir = resume or out or Path("runs") / model
+    if resume is None:
+        _folder_out(run_dir)
     cfg = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       channels=channels, recipe=recipe, fold=fold, val_fraction=val_fraction,
                       all_data=all_data, checkpoint=checkpoint, mixup=mixup, cutmix=cutmix, optimizer=optimizer,
@@ -515,7 +529,7 @@ def serve_cmd(
                             ] = None,
     examples: Annotated[Path | None, typer.Option(help="Folder of example photos to offer on the page.")] = None,
     max_mb: Annotated[float, typer.Option(min=0.001, max=4096,
-                                          help="Largest image accepted, in megabytes.")] = 10,
+                                          help="Largest image accepted, in MiB (1,048,576 bytes).")] = 10,
     max_megapixels: Annotated[float, typer.Option(
         min=0.001, max=178, help="Largest image accepted, in megapixels (from its header; Pillow refuses "
                                  "more than 178 itself).")] = 40,
@@ -699,7 +713,8 @@ def train_reader_cmd(
                                               "('' for none).")] = "test_*",
     val_fraction: Annotated[float, typer.Option(help="Share of the other photos kept for validation "
                                                      "(0: train on all, keep the last epoch).")] = 0.1,
-    fold: Annotated[int | None, typer.Option(help="Use photo fold K of 5 as validation instead.")] = None,
+    fold: Annotated[int | None, typer.Option(help="Use photo fold K of 5 as validation instead of "
+                                                  "--val-fraction.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the real training photos.")] = 30,
     minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes; the learning-rate "
                                                        "schedule follows the clock (--epochs caps it).")] = None,
@@ -746,6 +761,9 @@ def train_reader_cmd(
     if resume is not None:
         _refuse_with_resume(ctx, READER_RESUME_OPTIONS)
         out = resume
+    else:
+        _folder_out(out)
+    _refuse_both(ctx, "fold", "val_fraction", "--fold K holds out photo fold K of 5, not a share")
     if arch not in ARCHS:
         raise typer.BadParameter(f"choose from {', '.join(ARCHS)}", param_hint="--arch")
     def lasting(path) -> str | None:   # config.json's paths must hold for a --resume from another folder

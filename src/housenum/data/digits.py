@@ -35,10 +35,11 @@ class DigitSet:
             raise DataFormatError(f"{len(self.images)} images but {len(labels)} labels")
         if labels.size and labels.dtype.kind not in "iuf":   # complex or bool labels are no digits either
             raise DataFormatError(f"labels must be numbers, got dtype {labels.dtype}")
-        if labels.size and (labels.min() < 0 or labels.max() > 9 or np.any(labels % 1 != 0)):
-            raise DataFormatError(
-                f"labels must be whole numbers 0..9, found values {labels.min()}..{labels.max()}"
-            )
+        bad = ~np.isin(labels, np.arange(10)) if labels.size else np.zeros(0, bool)   # 3.5 and nan too
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise DataFormatError(f"labels must be whole numbers 0..9: {int(bad.sum()):,} are not; the first is "
+                                  f"{labels[first].item()!r}, at index {first:,}")
         self.labels = labels.astype(np.int64)
         if self.sources is not None:
             self.sources = np.asarray(self.sources).astype(str)

@@ -29,8 +29,8 @@ from housenum.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, images_in, op
 from housenum.serve.batching import MicroBatcher
 from housenum.serve.metrics import Metrics, MetricsMiddleware
 from housenum.serve.models import ServedModels, load_served_models
-from housenum.serve.uploads import (MULTIPART_OVERHEAD, ApiError, BodyLimitMiddleware, Upload, read_uploads,
-                                    size_text)
+from housenum.serve.uploads import (MULTIPART_OVERHEAD, ApiError, BodyLimitMiddleware, Upload, megabytes,
+                                    read_uploads, size_text)
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -66,9 +66,14 @@ class Settings:
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)
                 if getattr(self, f.name) is not None}
 
-    def body_limit(self, path: str) -> int:
+    def body_limit(self, path: str) -> tuple[int, str]:
+        """The largest request body for `path`, and what it is made of (the 413 message says it, since
+        the figure is not `--max-mb` itself)."""
         images = self.max_batch if path.endswith("/batch") else 1
-        return images * self.max_bytes + MULTIPART_OVERHEAD
+        why = (f"{images} images of at most {megabytes(self.max_bytes)} each" if images > 1
+               else f"one image of at most {megabytes(self.max_bytes)}")
+        return (images * self.max_bytes + MULTIPART_OVERHEAD,
+                f"{why} (--max-mb), plus {MULTIPART_OVERHEAD // 1024} KiB for the form around them")
 
 
 # ---------------------------------------------------------------- response shapes (for /docs)

@@ -43,18 +43,18 @@ class BodyLimitMiddleware:
 
     def __init__(self, app: ASGIApp, limit_for_path) -> None:
         self.app = app
-        self.limit_for_path = limit_for_path
+        self.limit_for_path = limit_for_path   # path -> (bytes, what they are made of, for the message)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for_path(scope["path"])
+        limit, why = self.limit_for_path(scope["path"])
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             error = (ApiError(413, "too_large", f"request body is {size_text(int(declared))}; the limit is "
-                                                f"{size_text(limit)}")
+                                                f"{size_text(limit)}: {why}")
                      if declared.isdigit() else ApiError(400, "bad_request", "invalid Content-Length header"))
             await send_error(scope, send, error)
             return
@@ -66,19 +66,19 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise ApiError(413, "too_large", f"request body is over the limit of {megabytes(limit)}")
+                    raise ApiError(413, "too_large", f"request body is over the limit of {size_text(limit)}: {why}")
             return message
 
         await self.app(scope, limited_receive, send)
 
 
 def megabytes(n: int) -> str:
-    """Bytes for people: '13.9 MB'."""
-    return f"{n / 1024 / 1024:.1f} MB"
+    """Bytes for people, in the binary megabytes `--max-mb` counts: '13.9 MiB'."""
+    return f"{n / 1024 / 1024:.1f} MiB"
 
 
 def size_text(n: int) -> str:
-    """'13.9 MB (14,575,000 bytes)': exact too, so a size just over a limit never reads as equal to it."""
+    """'13.9 MiB (14,575,000 bytes)': exact too, so a size just over a limit never reads as equal to it."""
     return f"{megabytes(n)} ({n:,} bytes)"
 
 
