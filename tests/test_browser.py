@@ -174,3 +174,27 @@ def test_page_draws_the_photo_at_the_screens_resolution(page, svhn_dir):
         "c => [[c.width, c.height], [c.clientWidth, c.clientHeight]]")  # client: without the border
     assert css[0] > 0 and css[1] > 0
     assert backing[0] == pytest.approx(2 * css[0], abs=2) and backing[1] == pytest.approx(2 * css[1], abs=2)
+
+
+def test_page_says_what_it_did_with_several_dropped_files_and_with_dropped_text(page, crops, tmp_path):
+    """Two files dropped: the first is read and the status says the other was left; text: a message."""
+    import io
+
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Single digit").click()   # there with or without the reader
+    png = io.BytesIO()
+    Image.fromarray(crops["X"][0]).save(png, format="PNG")
+    dropped = page.evaluate_handle("""(bytes) => {
+        const dt = new DataTransfer();
+        for (const name of ["first.png", "second.png"])
+            dt.items.add(new File([new Uint8Array(bytes)], name, { type: "image/png" }));
+        return dt; }""", list(png.getvalue()))
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    expect(page.get_by_role("status")).to_have_text(
+        "Read first.png (the first of 2 dropped: the page reads one image at a time).", timeout=15_000)
+    expect(page.get_by_test_id("answer")).to_have_text(re.compile(r"^\d$"))
+    text = page.evaluate_handle("() => { const dt = new DataTransfer(); dt.setData('text/plain', '123'); return dt; }")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": text})
+    expect(page.get_by_role("status")).to_have_text(
+        "Nothing to read: drop an image file (text and links cannot be read).")

@@ -143,10 +143,21 @@ function showAnswer(result, roundTripMs, mode) {
   }
 }
 
-async function read(file) {
+// What a drop or paste brought: its first file, with a word on what was left, or a message for none.
+function readGiven(files, how) {
+  const list = [...(files || [])];
+  if (!list.length) {
+    if (how === "dropped") setStatus("Nothing to read: drop an image file (text and links cannot be read).", true);
+    return;
+  }
+  const note = list.length > 1 ? ` (the first of ${list.length} ${how}: the page reads one image at a time)` : "";
+  read(list[0], note);
+}
+
+async function read(file, note = "") {
   if (!file) return;
   if (state.busy) {            // read it when the one in flight is done (the latest pick wins)
-    state.pending = file;
+    state.pending = { file, note };
     setStatus(`Reading another image; ${file.name} is next.`);
     return;
   }
@@ -181,14 +192,14 @@ async function read(file) {
     $("photo").hidden = !bitmap;
     if (bitmap) drawPhoto(bitmap, body.boxes || []);
     showAnswer(body, roundTrip, mode);
-    setStatus(`Read ${file.name}.`);
+    setStatus(`Read ${file.name}${note}.`);
   } catch (err) {
     setStatus("The request failed: " + err.message, true);
   } finally {
     state.busy = false;
     const next = state.pending;
     state.pending = null;
-    if (next) read(next);
+    if (next) read(next.file, next.note);
   }
 }
 
@@ -206,11 +217,8 @@ function setupInputs() {
   for (const name of ["dragleave", "drop"]) {
     drop.addEventListener(name, (e) => { e.preventDefault(); drop.classList.remove("over"); });
   }
-  drop.addEventListener("drop", (e) => read(e.dataTransfer.files[0]));
-  document.addEventListener("paste", (e) => {
-    const item = [...(e.clipboardData?.files || [])][0];
-    if (item) read(item);
-  });
+  drop.addEventListener("drop", (e) => readGiven(e.dataTransfer.files, "dropped"));
+  document.addEventListener("paste", (e) => readGiven(e.clipboardData?.files, "pasted"));
 }
 
 setupTabs();
