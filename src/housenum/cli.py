@@ -56,6 +56,23 @@ def _flag(*decls: str, **kwargs):
     return typer.Option(*decls, metavar="", **kwargs)
 
 
+def _within(low: float, high: float) -> dict:
+    """typer.Option settings for a float from `low` to `high`: typer's own range check lets nan through
+    as 'Input should be less than or equal to ...', as if nan were merely too large."""
+    def parse(value) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise typer.BadParameter(f"must be a finite number, got {value}")
+        if not low <= number <= high:
+            raise typer.BadParameter(f"must be from {low:g} to {high:g}, got {value}")
+        return number
+
+    return {"parser": parse, "metavar": f"<float {low:g}..{high:g}>"}
+
+
 JsonOpt = Annotated[bool, _flag("--json", help="Print machine-readable JSON only on stdout.")]
 DigitModelOpt = Annotated[Path | None, typer.Option(
     help="Digit model (run folder or .pt, or 'fast') that re-reads each digit the reader finds; default: the "
@@ -528,10 +545,10 @@ def serve_cmd(
     number_model: Annotated[Path | None, typer.Option(help="Model for the house-number reader; default: its own.")
                             ] = None,
     examples: Annotated[Path | None, typer.Option(help="Folder of example photos to offer on the page.")] = None,
-    max_mb: Annotated[float, typer.Option(min=0.001, max=4096,
+    max_mb: Annotated[float, typer.Option(**_within(0.001, 4096),
                                           help="Largest image accepted, in MiB (1,048,576 bytes).")] = 10,
     max_megapixels: Annotated[float, typer.Option(
-        min=0.001, max=178, help="Largest image accepted, in megapixels (from its header; Pillow refuses "
+        **_within(0.001, 178), help="Largest image accepted, in megapixels (from its header; Pillow refuses "
                                  "more than 178 itself).")] = 40,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images in one batch request.")] = 32,
     max_merge: Annotated[int, typer.Option(
@@ -623,7 +640,7 @@ def read_cmd(
         help="Also draw each reading (number box, digit boxes, number and confidence) on its photo, "
              "enlarged, into this folder as NAME.read.png.")] = None,
     min_confidence: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Withhold readings less sure than this: printed as 'unsure', with number null "
+        **_within(0, 1), help="Withhold readings less sure than this: printed as 'unsure', with number null "
                                "and the reading as 'guess' in --json. On held-out photos 0.9 kept 72%, 98% of them "
                                "right; 0.8 kept 84%, 96% right (READER_CARD.md).")] = 0.0,
 ) -> None:

@@ -363,7 +363,10 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, use_am
 
 def load_initial_weights(model: nn.Module, cfg: TrainConfig) -> None:
     """Start from another run's weights (fine-tuning); its model and channels must be this run's."""
-    path = checkpoint_path(cfg.init)
+    try:
+        path = checkpoint_path(cfg.init)
+    except ModelError as e:   # "runs/x: run folder has no best.pt": which option gave the folder
+        raise ModelError(f"--init {e}") from None
     state = read_digit_checkpoint(path)
     if (state.get("model"), state.get("channels")) != (cfg.model, cfg.channels):
         raise ModelError(f"{path}: --init holds a {state.get('model')} with {state.get('channels')} channel(s); "
