@@ -503,3 +503,15 @@ def test_ctrl_c_during_training_says_whose_last_checkpoint_the_folder_holds(tmp_
         raise KeyboardInterrupt
     assert stop.value.code == 130
     assert capsys.readouterr().err == f"error: {says.format(run=run)}\n"
+
+
+def test_a_file_name_that_is_not_utf8_prints_as_its_bytes_under_a_strict_utf8_locale(crops, digit_checkpoint,
+                                                                                     tmp_path):
+    """Python's stdout refuses such a name (kept as surrogates) under en_US.UTF-8: it was a traceback."""
+    name = os.fsdecode(b"\xff\xfe.png")
+    Image.fromarray(crops["X"][0]).save(tmp_path / name)
+    proc = subprocess.run([sys.executable, "-m", "housenum.cli", "predict", name, "--model", digit_checkpoint],
+                          capture_output=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout.startswith(b"\xff\xfe.png: "), proc.stdout

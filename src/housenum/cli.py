@@ -825,9 +825,17 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, as_ctrl_c)
 
 
+def _names_print_as_given() -> None:
+    """A file name that is not valid UTF-8 (its bytes kept as surrogates) prints as its bytes, as `ls`
+    does, rather than ending the command in a UnicodeEncodeError under a strict UTF-8 locale."""
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
+
+
 def _run_app() -> int:
     """Run the command; return its exit status, having said in one line what went wrong."""
     _stop_on_sigterm()
+    _names_print_as_given()
     # Pillow warns of corrupt EXIF and the like before the error that says so once
     warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
     try:
