@@ -375,10 +375,10 @@ def train_cmd(
     if resume is None:   # a bad setting is refused before anything is said about the run folder
         pick_device(cfg.resolved().device)
     main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun, one line from rank 0, not one per rank
-    if resume is None and main_rank:
-        _say_replacing(run_dir, "digits")
     with _ctrl_c_says_what_is_kept(run_dir, "train", resume is not None,
                                    first="the first epoch finished", last="the last finished epoch"):
+        if resume is None and main_rank:   # said once Ctrl-C is handled: a Ctrl-C just after it gets its answer
+            _say_replacing(run_dir, "digits")
         result = train(cfg, run_dir, resume=resume is not None)
     if main_rank:
         typer.echo(_trained_line(result, run_dir))
@@ -799,10 +799,10 @@ def train_reader_cmd(
                             device=device, precision=precision)
     if resume is None:
         cfg.check()     # before saying an old run is replaced
-    if resume is None:
-        _say_replacing(out, "reader")
     with _ctrl_c_says_what_is_kept(out, "train-reader", resume is not None,
                                    first="the first checkpoint", last="the last checkpoint"):
+        if resume is None:   # said once Ctrl-C is handled: a Ctrl-C just after it gets its answer
+            _say_replacing(out, "reader")
         result = train_reader(cfg, out, progress=lambda line: typer.echo(line, err=True), resume=resume is not None)
     scored = (f"best validation whole-number accuracy {result.best_val_acc:.4f}" if math.isfinite(result.best_val_acc)
               else "no validation photos: kept the last epoch")
