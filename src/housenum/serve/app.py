@@ -73,7 +73,7 @@ class Settings:
         why = (f"{images} images of at most {megabytes(self.max_bytes)} each" if images > 1
                else f"one image of at most {megabytes(self.max_bytes)}")
         return (images * self.max_bytes + MULTIPART_OVERHEAD,
-                f"{why} (--max-mb), plus {MULTIPART_OVERHEAD // 1024} KiB for the form around them")
+                f"{why} (--max-mb), plus {MULTIPART_OVERHEAD // 1024} KiB for the form")
 
 
 # ---------------------------------------------------------------- response shapes (for /docs)
