@@ -274,7 +274,8 @@ def bad_cases(tmp_path, crops, run):
         (["train", "--resume", run, "--epochs", "9", "--lr", "0.1", "--model", "cnn2"],
          "--model, --lr would be ignored"),
         (["data", "info", empty_npz], "holds no images"),
-        (["data", "info", tmp_path], "is a folder"),
+        (["data", "info", tmp_path], "folder has neither labels.json nor digitStruct.mat"),   # as photos
+        (["train", "--data", tmp_path], "is a folder; give a .h5, .mat or .npz file of digit crops"),
         (["evaluate", run, "--data", tiny, "--out", a_file], "exists and is not a folder"),
         (["evaluate-numbers", ""], "no photos given"),
         (["evaluate", "--data", ""], "no data given"),   # not the model's own data, quietly
@@ -312,7 +313,8 @@ def bad_cases(tmp_path, crops, run):
         (["train-reader", "--data", "synthetic:20", "--synthetic", "-3", "--out", tmp_path / "r"],
          "synthetic must be 0 or more"),
         (["train-reader", "--data", "synthetic:20", "--fold", "9", "--out", tmp_path / "r"], "fold must be 0..4"),
-        ([*train, "--init", tmp_path / "gone"], f"--init {tmp_path / 'gone'}: no such run folder or checkpoint"),
+        ([*train[:-1], run, "--init", tmp_path / "gone"],   # before "replacing the run in", so one line
+         f"--init {tmp_path / 'gone'}: no such run folder or checkpoint"),
         (["train-reader", "--data", "synthetic:20", "--init", tmp_path, "--out", tmp_path / "r"],
          f"--init {tmp_path}: run folder has no best.pt or last.pt"),
         ([*train, "--fold", "1", "--val-fraction", "0.3"], "--fold and --val-fraction cannot be given together"),

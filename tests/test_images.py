@@ -219,9 +219,9 @@ def test_a_pipe_is_held_to_the_byte_limit_and_an_unreadable_file_named(tmp_path)
         open_image("/proc/self/mem")
 
 
-def test_a_folder_of_photos_includes_tiff(tmp_path):
+def test_a_folder_of_photos_includes_every_format_read(tmp_path):
     from housenum.preprocess import images_in
 
-    for name in ("a.tiff", "b.png", "c.TIF", "notes.txt"):
+    for name in ("a.tiff", "b.png", "c.TIF", "d.ppm", "e.PGM", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    assert [p.name for p in images_in(tmp_path)] == ["a.tiff", "b.png", "c.TIF"]
+    assert [p.name for p in images_in(tmp_path)] == ["a.tiff", "b.png", "c.TIF", "d.ppm", "e.PGM"]

@@ -187,6 +187,9 @@ def test_numbers_reads_real_photos(server, svhn_dir, number_reader):
     bad = httpx.post(f"{server}/v1/numbers", params={"min_confidence": 1.5}, content=first.read_bytes(),
                      headers={"content-type": "image/png"})
     assert bad.status_code == 422
+    nan = httpx.post(f"{server}/v1/numbers", params={"min_confidence": "nan"}, content=first.read_bytes(),
+                     headers={"content-type": "image/png"})   # not "less than or equal to 1", as if just too large
+    assert nan.status_code == 422 and "finite number" in nan.json()["error"]["message"], nan.text
 
 
 # ---------------------------------------------------------------- every error is a JSON 4xx and the server stays up
@@ -259,6 +262,7 @@ def test_a_body_over_the_limit_says_what_the_limit_is_made_of(server):
            "form" in message, message
     limit, why = Settings(max_bytes=1024 * 1024, max_batch=4).body_limit("/v1/numbers/batch")
     assert limit == 4 * 1024 * 1024 + 64 * 1024 and why.startswith("4 images of at most 1.0 MiB each (--max-mb)")
+    assert Settings(max_bytes=10_485).body_limit("/v1/digits")[1].startswith("one image of at most 10.2 KiB")
 
 
 def test_a_text_part_over_1_mb_is_413_and_says_to_send_a_file(server, crops):

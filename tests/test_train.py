@@ -143,6 +143,8 @@ def test_a_new_run_replaces_an_old_runs_files_only_once_its_first_epoch_is_saved
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "report.txt").write_text("ann1's evaluation")
     (tmp_path / "metrics.json").write_text("{}")   # `evaluate RUN --out RUN` puts it beside the run's files
+    (tmp_path / "best.int8.onnx").write_bytes(b"ann1's export")   # stale once replaced
+    (tmp_path / "notes.onnx").write_bytes(b"the user's own")      # not an export of the run: kept
     before = {name: (tmp_path / name).read_bytes() for name in FILES}
     evaluate = train_module._evaluate
 
@@ -160,7 +162,7 @@ def test_a_new_run_replaces_an_old_runs_files_only_once_its_first_epoch_is_saved
     monkeypatch.setattr(train_module, "_evaluate", evaluate)
     train(TrainConfig(model="ann2", epochs=2), tmp_path, data=data, progress=False,
           on_epoch=lambda row: rows.append(sorted(p.name for p in tmp_path.iterdir())))
-    assert rows[0] == sorted(FILES)                     # after epoch 1: the new run's files, no eval/ of ann1's
+    assert rows[0] == sorted([*FILES, "notes.onnx"])    # after epoch 1: the new run's files, no eval/ of ann1's
     assert json.loads((tmp_path / "config.json").read_text())["model"] == "ann2"
     assert "ann2" in (tmp_path / "summary.txt").read_text()
 

@@ -157,11 +157,14 @@ def run_kind(run_dir: Path) -> str | None:
 
 
 def clear_old_run(run_dir: Path) -> None:
-    """Remove an earlier run's files, its evaluation included. A new run calls it only when its own
+    """Remove an earlier run's files, its evaluation and exports included. A new run calls it only when its own
     first checkpoint is ready, so that stopping before then leaves the earlier run whole."""
     run_dir = Path(run_dir)
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
+    for path in run_dir.glob("*.onnx*"):   # its exports (best.onnx, best.int8.onnx, best.loc.onnx, .onnx.data)
+        if path.name.split(".")[0] in ("best", "last") and path.name.endswith((".onnx", ".onnx.data")):
+            path.unlink(missing_ok=True)
     for name in EVAL_FILES:   # the old model's evaluation, which would read as the new one's
         (run_dir / "eval" / name).unlink(missing_ok=True)
         (run_dir / name).unlink(missing_ok=True)   # written there by `evaluate RUN --out RUN`

@@ -203,7 +203,7 @@ def data_info(
     _file_out(balance, "--balance")
     if out is not None and balance is not None and out.resolve() == balance.resolve():
         raise HousenumError(f"--out and --balance are both {out}: the second chart would replace the first")
-    if is_photo_spec(spec):
+    if is_photo_spec(spec) or Path(spec).is_dir():   # digit crops come in files: a folder is photos, or says why not
         if channels is not None:
             raise HousenumError("--channels applies to digit crops; whole photos are described as stored")
         _photo_info(spec, out, balance, as_json)
@@ -359,7 +359,7 @@ def train_cmd(
     """Train one model and write its run folder: best.pt, last.pt, config.json, history.csv,
     curves.png and summary.txt. Ctrl-C keeps the last finished epoch; --resume continues."""
     from housenum.devices import pick_device
-    from housenum.train import TrainConfig, train
+    from housenum.train import TrainConfig, initial_checkpoint, train
 
     if resume is not None:
         _refuse_with_resume(ctx)
@@ -374,6 +374,8 @@ def train_cmd(
                       init=str(init) if init else None)
     if resume is None:   # a bad setting is refused before anything is said about the run folder
         pick_device(cfg.resolved().device)
+        if cfg.init:
+            initial_checkpoint(cfg.resolved())
     main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun, one line from rank 0, not one per rank
     with _ctrl_c_says_what_is_kept(run_dir, "train", resume is not None,
                                    first="the first epoch finished", last="the last finished epoch"):
@@ -742,7 +744,9 @@ def train_reader_cmd(
     synthetic_empty: Annotated[int, typer.Option(help="Synthetic photos without a number.")] = 3000,
     arch: Annotated[str, typer.Option(help="Network sizes: 'small' (CPU), 'wide' (GPU), 'heatmap' (small, "
                                            "with a localiser that finds the centre on a map), "
-                                           "'heatmap-wide' (its localiser wider, for a GPU).")] = "small",
+                                           "'heatmap-wide' (its localiser wider, for a GPU), 'ctc' (a CTC "
+                                           "reader over columns; measured only briefly, docs/reader.md).")
+                ] = "small",
     loc_zoom: Annotated[tuple[float, float], typer.Option(help="Localiser zoom range (log-uniform; below 1 "
                                                                "shows the number smaller, as in looser photos).")
                         ] = (0.85, 1.25),

@@ -26,7 +26,7 @@ MAX_IMAGE_SIDE = 30_000
 PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 # what a folder of photos is searched for: each format open_image reads that a camera or scanner writes
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm")
 # The only decoders an image may reach: Pillow would otherwise hand an EPS file to Ghostscript, where
 # one is installed. (The JPEG decoder also opens phone cameras' multi-picture JPEGs, MPO.)
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")

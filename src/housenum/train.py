@@ -361,8 +361,9 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, use_am
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
-def load_initial_weights(model: nn.Module, cfg: TrainConfig) -> None:
-    """Start from another run's weights (fine-tuning); its model and channels must be this run's."""
+def initial_checkpoint(cfg: TrainConfig) -> tuple[Path, dict]:
+    """The checkpoint `--init` names, read and checked: its model and channels must be this run's
+    (`cfg` resolved). The CLI calls it before saying an old run will be replaced."""
     try:
         path = checkpoint_path(cfg.init)
     except ModelError as e:   # "runs/x: run folder has no best.pt": which option gave the folder
@@ -371,6 +372,12 @@ def load_initial_weights(model: nn.Module, cfg: TrainConfig) -> None:
     if (state.get("model"), state.get("channels")) != (cfg.model, cfg.channels):
         raise ModelError(f"{path}: --init holds a {state.get('model')} with {state.get('channels')} channel(s); "
                          f"this run trains a {cfg.model} with {cfg.channels}")
+    return path, state
+
+
+def load_initial_weights(model: nn.Module, cfg: TrainConfig) -> None:
+    """Start from another run's weights (fine-tuning)."""
+    path, state = initial_checkpoint(cfg)
     fit_weights(model, state["model_state"], path, cfg.model)
 
 

@@ -73,8 +73,8 @@ class BodyLimitMiddleware:
 
 
 def megabytes(n: int) -> str:
-    """Bytes for people, in the binary megabytes `--max-mb` counts: '13.9 MiB'."""
-    return f"{n / 1024 / 1024:.1f} MiB"
+    """Bytes for people, in the binary megabytes `--max-mb` counts: '13.9 MiB' (KiB under 0.1 MiB)."""
+    return f"{n / 1024 / 1024:.1f} MiB" if n >= 0.1 * 1024 * 1024 else f"{n / 1024:.1f} KiB"
 
 
 def size_text(n: int) -> str:
