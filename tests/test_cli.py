@@ -517,3 +517,30 @@ def test_a_file_name_that_is_not_utf8_prints_as_its_bytes_under_a_strict_utf8_lo
                           env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert proc.stdout.startswith(b"\xff\xfe.png: "), proc.stdout
+
+
+def test_every_example_in_help_parses_as_its_command():
+    """The Examples of each command's --help: each `housenum ...` line names a command and options that
+    exist, and takes the arguments it gives (parsed as the command line would be, without running it)."""
+    import shlex
+
+    import typer
+
+    from housenum.cli import app
+
+    group = typer.main.get_command(app)
+    commands = {name: group.get_command(None, name) for name in group.list_commands(None)}
+    commands |= {f"data {name}": sub for name, sub in commands.pop("data").commands.items()}
+    seen = 0
+    for name, command in commands.items():
+        lines = (command.help or "").partition("Examples:")[2].splitlines()
+        for line in lines:
+            words = shlex.split(line.split("#")[0].split("|")[0])
+            if "housenum.cli" in words:   # torchrun ... -m housenum.cli train ...
+                words = ["housenum", *words[words.index("housenum.cli") + 1:]]
+            if not words or words[0] != "housenum":
+                continue
+            assert " ".join(words[1:]).startswith(name), line
+            command.make_context(name, words[1 + len(name.split()):])   # raises on an unknown option or value
+            seen += 1
+    assert seen >= 20, seen

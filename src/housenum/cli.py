@@ -51,9 +51,10 @@ DataOpt = Annotated[str, typer.Option(
 MODEL_HELP = "Run folder or .pt, or 'fast' (the shipped small model); default: the shipped model."
 
 
-def _flag(*decls: str, **kwargs):
-    """An on/off option: typer would print `<bool>` beside it in --help, as if it took a value."""
-    return typer.Option(*decls, metavar="", **kwargs)
+def _flag(decl: str, **kwargs):
+    """An on/off option, named (without its name typer adds a `--no-` twin) and without the `<bool>`
+    typer would print beside it in --help, as if it took a value."""
+    return typer.Option(decl, metavar="", **kwargs)
 
 
 def _within(low: float, high: float) -> dict:
@@ -78,7 +79,7 @@ DigitModelOpt = Annotated[Path | None, typer.Option(
     help="Digit model (run folder or .pt, or 'fast') that re-reads each digit the reader finds; default: the "
          "shipped one.")]
 ReaderOnlyOpt = Annotated[bool, _flag(
-    help="Trust the reader's own digit heads alone (no second opinion from the digit model).")]
+    "--reader-only", help="Trust the reader's own digit heads alone (no second opinion from the digit model).")]
 NoSearchOpt = Annotated[bool, _flag("--no-search", help="Do not read unsure photos again in windows "
                                                         "(faster; misses more small numbers).")]
 
@@ -192,7 +193,13 @@ def data_info(
     class-balance chart.
 
     For whole photos (a folder with labels.json or digitStruct.mat, a digitStruct.mat, svhn-full):
-    counts by number length and digit, photo sizes, how much of the photo the number fills."""
+    counts by number length and digit, photo sizes, how much of the photo the number fills.
+
+    \b
+    Examples:
+      housenum data info ../shared/data/svhn/crops.npz --out samples.png --balance balance.png
+      housenum data info ../shared/data/svhn/numbers --out photos.png --json
+    """
     import numpy as np
 
     from housenum import plots
@@ -357,7 +364,15 @@ def train_cmd(
                                                    "a model of the same kind on new data.")] = None,
 ) -> None:
     """Train one model and write its run folder: best.pt, last.pt, config.json, history.csv,
-    curves.png and summary.txt. Ctrl-C keeps the last finished epoch; --resume continues."""
+    curves.png and summary.txt. Ctrl-C keeps the last finished epoch; --resume continues.
+
+    \b
+    Examples:
+      housenum train --model cnn2 --data SVHN_single_grey1.h5        # the notebook's cnn2, its defaults
+      housenum train --model resnet_mid --data ../shared/data/svhn/crops.npz --mixup 0.2 --epochs 90
+      housenum train --resume runs/cnn2 --epochs 40                  # go on after Ctrl-C
+      torchrun --nproc_per_node 2 -m housenum.cli train --model resnet --data svhn
+    """
     from housenum.devices import pick_device
     from housenum.train import TrainConfig, initial_checkpoint, train
 
@@ -453,7 +468,13 @@ def evaluate_cmd(
                                     "2-pixel shifts of it (5x the work; +0.2 points for the shipped recipe).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Accuracy, macro F1, classification report, confusion-matrix heatmap and worst mistakes."""
+    """Accuracy, macro F1, classification report, confusion-matrix heatmap and worst mistakes.
+
+    \b
+    Examples:
+      housenum evaluate runs/cnn2                    # on the test split of the data it trained on
+      housenum evaluate --data ../shared/data/svhn/crops.npz --json   # the shipped model
+    """
     from housenum.evaluate import evaluate_run
 
     result = evaluate_run(run, data, _folder_out(out), tta=tta)
@@ -474,14 +495,20 @@ def compare_cmd(
     data: DataOpt = "synthetic",
     out: Annotated[Path, typer.Option(
         help="Output folder: leaderboard.csv, report.html, one run each.")] = Path("compare"),
-    quick: Annotated[bool, _flag(help="Cap every model at a few epochs for a fast look.")] = False,
+    quick: Annotated[bool, _flag("--quick", help="Cap every model at a few epochs for a fast look.")] = False,
     epochs: Annotated[int | None, typer.Option(help="Same epochs for every model.")] = None,
     seed: Annotated[int, typer.Option()] = 42,
     channels: Annotated[int | None, typer.Option(help="Force 1 or 3 channels for all models.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train each model, evaluate it on the test split, and write leaderboard.csv and report.html.
-    The selected model is the one with the best validation (not test) accuracy."""
+    The selected model is the one with the best validation (not test) accuracy.
+
+    \b
+    Examples:
+      housenum compare --quick                      # built-in synthetic digits, 2 epochs each
+      housenum compare --data ../shared/data/svhn/crops.npz --models ann1,cnn2,resnet --out cmp
+    """
     from housenum.compare import COLUMNS, CompareInterrupted, compare
 
     def announce(name: str, i: int, n: int) -> None:
@@ -519,7 +546,14 @@ def predict_cmd(
     top_k: Annotated[int, typer.Option(min=1, max=10, help="How many candidates to list.")] = 3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recognise the digit in each image (a crop around one digit, as in SVHN format 2)."""
+    """Recognise the digit in each image (a crop around one digit, as in SVHN format 2).
+
+    \b
+    Examples:
+      housenum predict digit.png --top-k 3
+      housenum predict crops/ --model runs/cnn2 --json | jq .digit
+      cat digit.png | housenum predict -
+    """
     from housenum.predict import DigitRecognizer
 
     recognizer = DigitRecognizer(model)
@@ -565,6 +599,11 @@ def serve_cmd(
     """Run the HTTP service: the web page at /, the API under /v1, API docs at /docs, /healthz, /metrics.
 
     Each option can also be set as HOUSENUM_SERVE_<OPTION>, e.g. HOUSENUM_SERVE_INT8=1 or HOUSENUM_SERVE_MAX_MB=5.
+
+    \b
+    Examples:
+      housenum serve --port 8000 --examples ../shared/data/svhn/numbers/images
+      curl -F file=@photo.png http://127.0.0.1:8000/v1/numbers
     """
     from housenum.checkpoint import checkpoint_path, read_digit_checkpoint
     from housenum.serve.app import Settings, check_can_listen, serve
@@ -606,7 +645,13 @@ def export_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Export a digit model to ONNX (dynamic batch) and check it against PyTorch on real digits.
-    `housenum serve` uses the export when it sits beside the checkpoint."""
+    `housenum serve` uses the export when it sits beside the checkpoint.
+
+    \b
+    Examples:
+      housenum export runs/cnn2                     # runs/cnn2/best.onnx
+      housenum export fast --int8 --out fast.int8.onnx
+    """
     from housenum.export import export_onnx
 
     if fmt != "onnx":
@@ -650,6 +695,12 @@ def read_cmd(
 
     The confidence is the probability of the reading; --min-confidence turns it into a yes/no for
     applications that would rather have no answer than a wrong one.
+
+    \b
+    Examples:
+      housenum read photo.jpg
+      housenum read photos/ --json --min-confidence 0.9 | jq -r .number
+      housenum read photo.jpg --out drawn/            # the boxes drawn on the photo
     """
     from housenum import plots
     from housenum.preprocess import open_image
@@ -698,7 +749,13 @@ def evaluate_numbers_cmd(
     no_search: NoSearchOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Whole-number and per-digit accuracy, accuracy by length, coverage at 95%/98% precision."""
+    """Whole-number and per-digit accuracy, accuracy by length, coverage at 95%/98% precision.
+
+    \b
+    Examples:
+      housenum evaluate-numbers ../shared/data/svhn/numbers --files 'test_*' --out report/
+      housenum evaluate-numbers svhn-full:test --json
+    """
     from housenum.checkpoint import DEFAULT_DIGIT_MODEL, SHIPPED_DIGIT_MODELS, checkpoint_path
     from housenum.evaluate_numbers import evaluate_numbers
 
@@ -757,10 +814,13 @@ def train_reader_cmd(
     workers: Annotated[int, typer.Option(help="Processes drawing synthetic photos.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Epochs between validations and checkpoints.")] = 1,
     init: Annotated[Path | None, typer.Option(help="Start from this reader run folder or .pt.")] = None,
-    localizer_only: Annotated[bool, _flag(help="Train only the localiser (keep --init's reader).")] = False,
-    new_localizer: Annotated[bool, _flag(help="With --init: a new localiser as --arch says "
-                                              "(e.g. 'heatmap'), the reader of --init kept.")] = False,
-    reader_only: Annotated[bool, _flag(help="Train only the reader (keep --init's localiser).")] = False,
+    localizer_only: Annotated[bool, _flag("--localizer-only",
+                                          help="Train only the localiser (keep --init's reader).")] = False,
+    new_localizer: Annotated[bool, _flag("--new-localizer", help="With --init: a new localiser as --arch says "
+                                                                 "(e.g. 'heatmap'), the reader of --init kept.")
+                             ] = False,
+    reader_only: Annotated[bool, _flag("--reader-only",
+                                       help="Train only the reader (keep --init's localiser).")] = False,
     hard_negatives: Annotated[int, typer.Option(help="With --init: teach 'no number' where its localiser looks, "
                                                      "in N synthetic walls and in the parts of the "
                                                      "training photos away from their number.")] = 0,
@@ -775,7 +835,13 @@ def train_reader_cmd(
              "--threads may be given): the same steps as a run straight through.")] = None,
 ) -> None:
     """Train the whole-number reader (localiser + reader) and write its run folder: best.pt,
-    last.pt, config.json, history.csv and curves.png. Ctrl-C keeps the last checkpoint; --resume continues."""
+    last.pt, config.json, history.csv and curves.png. Ctrl-C keeps the last checkpoint; --resume continues.
+
+    \b
+    Examples:
+      housenum train-reader --data ../shared/data/svhn/numbers --epochs 20 --out runs/reader
+      housenum train-reader --resume runs/reader
+    """
     from housenum.models.reader import ARCHS
     from housenum.train_reader import ReaderTrainConfig, train_reader
 
