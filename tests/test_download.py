@@ -25,7 +25,7 @@ class _Handler(BaseHTTPRequestHandler):
     """Serves `server.files`; honours `Range: bytes=N-` unless `server.ignore_range` is set.
 
     `server.cut_next` makes the next response stop after half its body and close the connection;
-    `server.stall_next` sends half, then waits without closing.
+    `server.stall_next` sends half, then waits without closing; `server.slow` sends in timed pieces.
     """
 
     def do_GET(self) -> None:
@@ -63,6 +63,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if server.slow:   # in pieces, so that another fetch can start while this one runs
+            for i in range(4):
+                self.wfile.write(payload[i * len(payload) // 4:(i + 1) * len(payload) // 4])
+                self.wfile.flush()
+                time.sleep(0.15)
+            return
         if server.cut_next or server.stall_next:
             self.wfile.write(payload[: len(payload) // 2])
             self.wfile.flush()
@@ -100,7 +106,7 @@ def server(mat_file):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.files = {NAME: mat_file[0]}
     httpd.requests = []
-    httpd.ignore_range = httpd.cut_next = httpd.stall_next = httpd.no_length = False
+    httpd.ignore_range = httpd.cut_next = httpd.stall_next = httpd.no_length = httpd.slow = False
     httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
@@ -113,6 +119,11 @@ def server(mat_file):
 def remote(server, mat_file) -> RemoteFile:
     data = mat_file[0]
     return RemoteFile(f"{server.base_url}/{NAME}", len(data), hashlib.md5(data).hexdigest())
+
+
+def files_in(folder: Path) -> list[str]:
+    """What a fetch left in `folder`, but for its lock file (kept, as lock files are)."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".lock")
 
 
 def test_fresh_download_reads_as_official_mat(server, remote, mat_file, tmp_path, capsys):
@@ -176,12 +187,12 @@ def test_checksum_mismatch_leaves_no_file(server, remote, mat_file, tmp_path, wr
     if wrong == "md5":
         bad = RemoteFile(remote.url, size, "0" * 32)
         pattern = f"{NAME}: expected md5 0{{32}}, got {remote.md5}"
-    else:
+    else:   # refused from Content-Length, before a byte of it is written
         bad = RemoteFile(remote.url, size + 1, None)
-        pattern = f"{NAME}: expected {size + 1} bytes, got {size}"
+        pattern = f"{NAME}: .* would send {size} bytes, not the {size + 1} expected"
     with pytest.raises(DownloadError, match=pattern):
         fetch(NAME, directory=tmp_path, progress=False, expected=bad)
-    assert list(tmp_path.iterdir()) == []
+    assert files_in(tmp_path) == []
 
 
 def test_server_ignoring_range_restarts(server, remote, mat_file, tmp_path):
@@ -209,7 +220,7 @@ def test_a_file_longer_than_expected_is_stopped_not_written_out(server, remote, 
     said = "would send" if length_sent else "sent more than the 1000 bytes expected"
     with pytest.raises(DownloadError, match=said):
         fetch(NAME, directory=tmp_path, progress=False, expected=short)
-    assert list(tmp_path.iterdir()) == []   # neither the file nor a .part of it
+    assert files_in(tmp_path) == []   # neither the file nor a .part of it
 
 
 def test_a_redirect_loop_is_one_line(server, tmp_path):
@@ -223,7 +234,7 @@ def test_not_found_is_download_error(server, tmp_path):
     missing = RemoteFile(f"{server.base_url}/missing.mat", None, None)
     with pytest.raises(DownloadError, match="missing.mat: .* answered HTTP 404"):
         fetch("missing.mat", directory=tmp_path, progress=False, expected=missing)
-    assert list(tmp_path.iterdir()) == []
+    assert files_in(tmp_path) == []
 
 
 def test_unreachable_server_is_one_line_error(tmp_path):
@@ -282,3 +293,29 @@ def test_ctrl_c_during_a_transfer_says_the_partial_file_is_kept(server, remote, 
         fetch(NAME, directory=tmp_path, progress=False, expected=remote)
     assert (tmp_path / f"{NAME}.part").stat().st_size == 1024
     assert f"{NAME}: download stopped; {NAME}.part is kept and the next fetch resumes it" in capsys.readouterr().err
+
+
+def test_two_fetches_at_once_download_once_and_both_get_the_whole_file(server, remote, mat_file, tmp_path, capsys):
+    """Two processes resuming one .part together once left a file 32 KiB too long: one waits for the other."""
+    server.slow = True
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(fetch(NAME, directory=tmp_path, expected=remote)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)   # the first is sending when the second starts
+    for thread in threads:
+        thread.join(30)
+    assert results == [tmp_path / NAME] * 2 and (tmp_path / NAME).read_bytes() == mat_file[0]
+    assert server.requests == [(f"/{NAME}", None)]   # fetched once, with no Range of a shared .part
+    assert "another process is at it" in capsys.readouterr().err
+    assert files_in(tmp_path) == [NAME]
+
+
+def test_a_cache_folder_that_is_a_file_is_named(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("HOUSENUM_DATA", str(tmp_path / "afile"))
+    with pytest.raises(DownloadError, match=r"^\$HOUSENUM_DATA \(.*afile\) must be a folder for downloads"):
+        fetch(NAME, progress=False)
+    with pytest.raises(DownloadError, match=r"afile/sub must be a folder for downloads, but it or a folder above"):
+        fetch(NAME, directory=tmp_path / "afile" / "sub", progress=False)

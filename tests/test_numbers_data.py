@@ -23,7 +23,7 @@ from housenum.errors import DataFormatError, HousenumError
 MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Dec 05 10:00:00 2011 HDF5 schema 1.00 ."
 
 
-def write_digit_struct(path: Path, entries: list[tuple[str, list[list[float]]]]) -> None:
+def write_digit_struct(path: Path, entries: list[tuple[str | np.ndarray, list[list[float]]]]) -> None:
     """Write `entries` (name, boxes [[left, top, width, height, digit 0..9], ...]) as MATLAB v7.3 does:
     a 512-byte header, the struct `digitStruct` with `name` and `bbox` as object references into
     `#refs#`, names as uint16 (L, 1) char arrays, one-digit fields as (1, 1) doubles, several digits
@@ -40,8 +40,9 @@ def write_digit_struct(path: Path, entries: list[tuple[str, list[list[float]]]])
             return matlab(refs.create_dataset(f"r{next(counter)}", data=data), cls).ref
 
         names, bboxes = [], []
-        for name, boxes in entries:
-            chars = np.frombuffer(name.encode("ascii"), np.uint8).astype(np.uint16).reshape(-1, 1)
+        for name, boxes in entries:   # a name that is not a str is stored as given (an odd file)
+            chars = (np.frombuffer(name.encode("ascii"), np.uint8).astype(np.uint16).reshape(-1, 1)
+                     if isinstance(name, str) else name)
             names.append(dataset(chars, "char"))
             group = matlab(refs.create_group(f"g{next(counter)}"), "struct")
             for column, field in enumerate(("left", "top", "width", "height", "label")):
@@ -138,6 +139,31 @@ def test_damaged_cache_is_rebuilt_and_an_entry_without_boxes_refused(tmp_path, r
         read_digit_struct(path)
 
 
+@pytest.mark.parametrize(("name", "message"), [
+    (np.array([[49.0], [46.0]]), r"entry 1 is not a name and bbox struct \(a name must be MATLAB character codes, "
+                                 r"got float64"),
+    (np.bytes_("1.png"), "a name must be MATLAB character codes, got |S5"),   # an HDF5 string
+    (np.array([[0xFFFFFFFF]], np.uint32), "character codes must be 0..0x10FFFF"),
+    ("1.png\0", r"entry 1: the name '1.png\\x00' is not a plain file name"),
+    ("../other/1.png", "entry 1: the name '../other/1.png' is not a plain file name"),   # outside its folder
+    ("", "entry 1: the name '' is not a plain file name"),
+])
+def test_a_name_that_is_no_file_beside_the_table_is_refused_in_one_line(tmp_path, real_entries, name, message):
+    """Each was a traceback, a photo read from outside the folder, or (a NUL) one only on a second run."""
+    path = tmp_path / "digitStruct.mat"
+    write_digit_struct(path, [(name, real_entries[0][2])])
+    for _ in range(2):   # the same answer from a parsed cache (which kept '1.png' of '1.png\0')
+        with pytest.raises(DataFormatError, match=message):
+            load_digit_struct(path)
+
+
+def test_a_table_with_no_entries_is_refused(tmp_path):
+    path = tmp_path / "digitStruct.mat"
+    write_digit_struct(path, [])
+    with pytest.raises(DataFormatError, match="holds no photos"):
+        load_digit_struct(path)
+
+
 def test_not_a_digit_struct_is_format_error(tmp_path):
     bad = tmp_path / "digitStruct.mat"
     with h5py.File(bad, "w") as f:
@@ -231,6 +257,10 @@ def test_describe_numbers_counts_lengths_digits_and_how_much_the_number_fills(sv
     (tmp_path / "labels.json").write_text(json.dumps({"a.png": {"label": "1", "boxes": [[0, 0, 5, 5, 1]]}}))
     with pytest.raises(DataFormatError, match="a.png: not a readable image"):
         numbers.describe_numbers(load_numbers(str(tmp_path)))
+    Image.new("RGB", (100, 50)).save(tmp_path / "b.png")   # box sizes go unchecked in digitStruct.mat tables
+    write_digit_struct(tmp_path / "digitStruct.mat", [("b.png", [[10, 5, -8, 20, 1]]), ("b.png", [[10, 5, 20, 20, 2]])])
+    shares = numbers.describe_numbers(load_digit_struct(tmp_path / "digitStruct.mat"))["number_width_share"]
+    assert shares["p5"] == shares["median"] == 0.2   # the box of no size is left out, not a -8% share
 
 
 # --- svhn-full against a loopback server ----------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A transfer streams into `<name>.part`; only a file whose size and md5 match is renamed to its final
 name, so a file under the final name is always complete. An interrupted transfer keeps the `.part`
-and the next `fetch` resumes it with an HTTP Range request.
+and the next `fetch` resumes it with an HTTP Range request. A lock (`<name>.lock`, kept) lets one
+process at a time fetch a name: two appending to one `.part` made a corrupt file.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from housenum.errors import DownloadError
@@ -85,11 +89,53 @@ def fetch(
 
     folder = Path(directory) if directory is not None else cache_dir()
     final = folder / name
-    if final.is_file():
-        if remote.size is None or final.stat().st_size == remote.size:
+    if _complete(final, remote):
+        return final
+    _make_folder(folder, from_env=directory is None and bool(os.environ.get("HOUSENUM_DATA")))
+    with one_at_a_time(folder / f"{name}.lock", name, progress):
+        if _complete(final, remote):   # fetched by the process this one waited for
             return final
-        final.unlink()  # not what the table says: fetch it again
-    folder.mkdir(parents=True, exist_ok=True)
+        _fetch_locked(name, url, final, remote, progress)
+    return final
+
+
+def _complete(final: Path, remote: RemoteFile) -> bool:
+    """Whether the file under its final name is there and the size the table says (else it goes)."""
+    if not final.is_file():
+        return False
+    if remote.size is None or final.stat().st_size == remote.size:
+        return True
+    final.unlink()  # not what the table says: fetch it again
+    return False
+
+
+def _make_folder(folder: Path, from_env: bool) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        source = f"$HOUSENUM_DATA ({folder})" if from_env else str(folder)
+        raise DownloadError(f"{source} must be a folder for downloads, but it or a folder above it is a "
+                            "file") from None
+
+
+@contextmanager
+def one_at_a_time(lock_path: Path, what: str, progress: bool = True) -> Iterator[None]:
+    """Hold the lock at `lock_path` (the file is kept) so that one process at a time does `what`
+    (a fetch, an extraction) in the cache; say so when waiting for another."""
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if progress:
+            print(f"{what}: another process is at it in {lock_path.parent}; waiting for it", file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _fetch_locked(name: str, url: str, final: Path, remote: RemoteFile, progress: bool) -> None:
     part = final.with_name(final.name + ".part")
 
     offset = part.stat().st_size if part.is_file() else 0
@@ -100,7 +146,6 @@ def fetch(
         _download(name, url, part, offset, remote.size, progress)
     _verify(name, part, remote)
     os.replace(part, final)
-    return final
 
 
 def _download(
@@ -122,7 +167,7 @@ def _download(
                 offset = 0  # server sent the whole file (200) or another range: start over
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else size
-            if size is not None and total is not None and total > size:
+            if size is not None and total is not None and total != size:   # an error page, another file
                 raise DownloadError(f"{name}: {url} would send {total} bytes, not the {size} expected; "
                                     "check $HOUSENUM_BASE_URL")
             written, too_long = offset, False

@@ -37,7 +37,7 @@ BOX_FIELDS = ("left", "top", "width", "height", "label")  # column order of a bo
 FULL_SPLITS = ("train", "test", "extra")
 SYNTHETIC_DEFAULT = 2000
 SYNTHETIC_MAX = 50_000   # photos: several GB in memory and 7 minutes to draw on a 2-core CPU
-CACHE_VERSION = 2   # bump when parsing checks change, so older caches are parsed again
+CACHE_VERSION = 3   # bump when parsing checks change, so older caches are parsed again
 
 
 # --- The in-memory form ---------------------------------------------------------------------------
@@ -127,7 +127,8 @@ def describe_numbers(photos: NumberSet) -> dict:
     for (w, h), rows in zip(sizes, photos.boxes):
         if len(rows):
             left, top, right, bottom = number_box(rows)
-            fills.append(((right - left) / w, (bottom - top) / h))
+            if right > left and bottom > top:   # box sizes go unchecked (see _parse_digit_struct): no -8% shares
+                fills.append(((right - left) / w, (bottom - top) / h))
     fill = np.array(fills, np.float64).reshape(-1, 2)
 
     def spread(values: np.ndarray) -> dict:
@@ -317,7 +318,7 @@ def _parse_digit_struct(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             for i, (n, b) in enumerate(zip(name_refs, bbox_refs)):
                 try:
                     entries.append(raw.entry(int(n), int(b)))
-                except (_Unsupported, struct.error, IndexError, KeyError, ValueError):
+                except (_Unsupported, struct.error, IndexError, KeyError, ValueError, TypeError, OverflowError):
                     entries.append(slow.entry(i))
             # The byte reader covers only what MATLAB writes; a sample is checked against h5py,
             # and any disagreement means reading everything the slow, certain way.
@@ -325,6 +326,11 @@ def _parse_digit_struct(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             if entries and any(not _same_entry(entries[i], slow.entry(i)) for i in sample):
                 entries = [slow.entry(i) for i in range(len(entries))]
     names = [n for n, _ in entries]
+    if not names:
+        raise DataFormatError(f"{path}: holds no photos (digitStruct has no entries)")
+    for i, name in enumerate(names):   # each a file beside the table, as in the official ones ("1.png")
+        if not name or "\0" in name or Path(name).name != name or name in (".", ".."):
+            raise DataFormatError(f"{path}: entry {i + 1}: the name {name!r} is not a plain file name")
     counts = np.array([len(b) for _, b in entries], np.int64)
     if np.any(counts == 0):
         i = int(np.flatnonzero(counts == 0)[0])
@@ -364,7 +370,7 @@ class _H5pyEntries:
 
     def entry(self, i: int) -> tuple[str, np.ndarray]:
         try:
-            name = "".join(map(chr, self.f[self.names[i]][()].reshape(-1)))
+            name = _chars(self.f[self.names[i]][()])
             group = self.f[self.bbox[i]]
             cols = []
             for field in BOX_FIELDS:
@@ -373,8 +379,18 @@ class _H5pyEntries:
                     values = np.array([self.f[r][()].reshape(-1)[0] for r in values])
                 cols.append(values.astype(np.float64))
             return name, np.stack(cols, axis=1)
-        except (KeyError, ValueError, TypeError, OSError) as e:
+        except (KeyError, ValueError, TypeError, OSError, AttributeError, OverflowError) as e:
             raise DataFormatError(f"{self.path}: entry {i + 1} is not a name and bbox struct ({e})") from None
+
+
+def _chars(codes) -> str:
+    """A MATLAB char array (integer character codes) as text."""
+    codes = np.asarray(codes).reshape(-1)   # an HDF5 string arrives as bytes, a 0-d array of them
+    if codes.dtype.kind not in "iu":
+        raise ValueError(f"a name must be MATLAB character codes, got {codes.dtype} values")
+    if codes.size and (codes.min() < 0 or codes.max() > 0x10FFFF):
+        raise ValueError(f"a name's character codes must be 0..0x10FFFF, got {codes.min()}..{codes.max()}")
+    return "".join(map(chr, codes.tolist()))
 
 
 class _Unsupported(Exception):
@@ -410,7 +426,7 @@ class _RawHDF5:
             cols.append(values)
         if len({len(c) for c in cols}) != 1:
             raise _Unsupported
-        return "".join(map(chr, chars)), np.array(cols, np.float64).T.reshape(-1, 5)
+        return _chars(chars), np.array(cols, np.float64).T.reshape(-1, 5)
 
     def _messages(self, addr: int) -> list[tuple[int, int, int]]:
         """(type, data offset, size) of each message in the object header at `addr`."""
@@ -548,20 +564,21 @@ def load_svhn_full(split: str = "test") -> NumberSet:
     """Official format 1 photos of one split, downloaded and extracted once into the cache."""
     if split not in FULL_SPLITS:
         raise DataFormatError(f"unknown svhn-full split '{split}': use train, test or extra")
-    from housenum.data.download import cache_dir
+    from housenum.data.download import cache_dir, fetch, one_at_a_time
 
     folder = cache_dir() / "svhn-full" / split
     if not (folder / "digitStruct.mat").is_file():
-        from housenum.data.download import fetch
-
         archive = fetch(f"{split}.tar.gz")
-        try:
-            extract_split(archive, split, folder)
-        except DataFormatError as e:
-            # no size or md5 is published for these, so a damaged download is known only now
-            archive.unlink(missing_ok=True)
-            raise DataFormatError(f"{e}".replace("delete it and fetch again",
-                                                 "deleted it, so the next run downloads it again")) from None
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with one_at_a_time(folder.with_name(f".{split}.extract.lock"), f"extracting {archive.name}"):
+            if not (folder / "digitStruct.mat").is_file():   # else extracted by the process waited for
+                try:
+                    extract_split(archive, split, folder)
+                except DataFormatError as e:
+                    # no size or md5 is published for these, so a damaged download is known only now
+                    archive.unlink(missing_ok=True)
+                    raise DataFormatError(f"{e}".replace("delete it and fetch again",
+                                                         "deleted it, so the next run downloads it again")) from None
     return load_digit_struct(folder / "digitStruct.mat")
 
 
