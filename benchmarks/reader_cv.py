@@ -29,13 +29,23 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     args = parser.parse_args()
 
+    from housenum.errors import HousenumError
+
+    try:
+        cross_validate(args.runs, args.data)
+    except HousenumError as e:   # a digit-model run, a missing checkpoint: its message says it all
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cross_validate(runs: list[str], data: str) -> None:
     from housenum.data.numbers import load_numbers
     from housenum.evaluate_numbers import score
     from housenum.read import NumberReader
     from housenum.train_reader import ReaderTrainConfig, split_photos
 
-    photos = load_numbers(args.data)
-    specs = [spec.split(":", 2) for spec in args.runs]     # [run, fold] or [run, fold, digit run]
+    photos = load_numbers(data)
+    specs = [spec.split(":", 2) for spec in runs]     # [run, fold] or [run, fold, digit run]
     columns = ["networks", "+ window search"] + (["+ digits + search"] if any(len(s) == 3 for s in specs) else [])
     table = {c: [] for c in columns}
     print(f"{'run':<32}{'fold':>5}{'photos':>8}" + "".join(f"{c:>19}" for c in columns))
@@ -48,7 +58,7 @@ def main() -> None:
         for c, v in zip(columns, row):
             table[c].append(v)
         print(f"{run:<32}{fold:>5}{len(val):>8}" + "".join(f"{v:>19.4f}" for v in row))
-    if len(args.runs) > 1:
+    if len(runs) > 1:
         print(f"{'mean ± sd (runs that have it)':<45}" + "".join(
             f"{statistics.mean(v):>12.4f} ± {statistics.stdev(v) if len(v) > 1 else float('nan'):.3f}"
             for v in table.values()))

@@ -17,6 +17,10 @@
 #
 # Usage: bash benchmarks/reader_testframe_gpu.sh DATA OUT [MINUTES_PER_STEP]
 set -euo pipefail
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then   # the comment above is the help
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 DATA=${1:?usage: DATA OUT [MINUTES]}
 OUT=${2:?usage: DATA OUT [MINUTES]}
 MIN=${3:-2}

@@ -39,7 +39,7 @@ def page(browser, request):
     server = request.getfixturevalue("readerless_server" if request.node.get_closest_marker("readerless")
                                      else "server")
     screen = request.node.get_closest_marker("screen")
-    context = browser.new_context(viewport={"width": 1000, "height": 860}, **(screen.kwargs if screen else {}))
+    context = browser.new_context(**{"viewport": {"width": 1000, "height": 860}, **(screen.kwargs if screen else {})})
     page = context.new_page()
     problems = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
@@ -98,6 +98,10 @@ def test_page_keyboard_examples_and_errors(page, tmp_path):
     page.keyboard.press("ArrowRight")
     expect(tabs.nth(1)).to_be_focused()
     expect(tabs.nth(1)).to_have_attribute("aria-selected", "true")
+    for key, tab in (("Home", tabs.first), ("End", tabs.nth(1))):   # the WAI-ARIA tabs pattern
+        page.keyboard.press(key)
+        expect(tab).to_be_focused()
+        expect(tab).to_have_attribute("aria-selected", "true")
 
     example = page.get_by_role("button", name="Read example photo").first
     expect(example).to_be_visible()
@@ -198,3 +202,82 @@ def test_page_says_what_it_did_with_several_dropped_files_and_with_dropped_text(
     page.dispatch_event("#drop", "drop", {"dataTransfer": text})
     expect(page.get_by_role("status")).to_have_text(
         "Nothing to read: drop an image file (text and links cannot be read).")
+
+
+def test_page_drops_a_pick_queued_before_a_tab_switch(page, svhn_dir):
+    """A photo picked while another is read, then the Single digit tab chosen: the queued photo was
+    picked for the house-number reader, so the digit model must not read it (it once said "Digit 0")."""
+    from playwright.sync_api import expect
+
+    held, digits = [], []
+    page.route("**/v1/numbers", lambda route: held.append(route))   # unanswered until released
+    page.on("request", lambda r: digits.append(r.url) if "/v1/digits" in r.url else None)
+    images = svhn_dir / "numbers" / "images"
+    page.locator("#file").set_input_files(str(images / "test_2.png"))
+    wait_for(page, lambda: held, "the house-number request")
+    page.locator("#file").set_input_files(str(images / "test_3.png"))
+    expect(page.get_by_role("status")).to_contain_text("test_3.png is next")
+    page.get_by_role("tab", name="Single digit").click()
+    held[0].continue_()
+    wait_for(page, lambda: not page.evaluate("() => state.busy"), "the end of the held read")
+    assert not digits, digits
+    expect(page.get_by_role("status")).to_have_text("")
+    expect(page.locator("#result")).to_be_hidden()
+
+
+def test_page_reads_a_file_dropped_beside_the_zone_and_one_dropped_on_it_once(page, crops):
+    """A file let go outside the dashed zone (say on the last answer) must be taken by the page:
+    a drop nobody cancels makes the browser open the file in place of the page."""
+    import io
+
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Single digit").click()   # there with or without the reader
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+    png = io.BytesIO()
+    Image.fromarray(crops["X"][0]).save(png, format="PNG")
+    drag = """([where, name, bytes]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], name, { type: "image/png" }));
+        return ["dragenter", "dragover", "drop"].map((type) => {
+            const event = new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true });
+            document.querySelector(where).dispatchEvent(event);
+            return event.defaultPrevented; }); }"""
+    assert page.evaluate(drag, ["footer", "beside.png", list(png.getvalue())]) == [True, True, True]
+    expect(page.get_by_role("status")).to_have_text("Read beside.png.", timeout=15_000)
+    assert len(sent) == 1, sent
+    assert page.evaluate(drag, ["#drop", "zone.png", list(png.getvalue())]) == [True, True, True]
+    expect(page.get_by_role("status")).to_have_text("Read zone.png.", timeout=15_000)
+    assert len(sent) == 2, sent   # a second read of it would be queued at once, and sent before this status
+
+
+def test_page_says_there_is_nothing_to_read_in_pasted_text_unless_pasted_into_a_text_field(page):
+    from playwright.sync_api import expect
+
+    paste = """(where) => {
+        const dt = new DataTransfer();
+        dt.setData("text/plain", "123");
+        document.querySelector(where).dispatchEvent(
+            new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true })); }"""
+    page.evaluate("() => document.querySelector('footer').append(Object.assign(document.createElement('input'), "
+                  "{ id: 'typed' }))")   # a search box, say: text pasted there is for it
+    page.evaluate(paste, "#typed")
+    expect(page.get_by_role("status")).to_have_text("")
+    page.evaluate(paste, "body")
+    expect(page.get_by_role("status")).to_have_text("Nothing to read: paste an image (text cannot be read).")
+
+
+@pytest.mark.screen(viewport={"width": 360, "height": 740}, is_mobile=True)
+def test_docs_fit_a_phone_and_name_a_response_that_is_not_json(page):
+    """/docs on a 360 px phone: no sideways page scroll (a parameter table was 380 px wide); and
+    /metrics answers Prometheus text, which the page names rather than showing a JSON shape."""
+    from playwright.sync_api import expect
+
+    page.goto(page.url.rstrip("/") + "/docs")
+    metrics = page.locator("section.op", has_text="/metrics")
+    expect(metrics).to_contain_text("text/plain")   # all operations are drawn at once
+    width, screen = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-docs-phone.png"), full_page=True)
+    assert width <= screen, f"/docs is {width} px wide on a {screen} px screen"

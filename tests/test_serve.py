@@ -370,6 +370,7 @@ def test_openapi_docs_and_page_need_no_network(server):
     for path in ("/v1/numbers", "/v1/digits", "/v1/numbers/batch", "/v1/digits/batch", "/healthz", "/v1/models"):
         assert path in spec["paths"]
     assert "multipart/form-data" in spec["paths"]["/v1/digits"]["post"]["requestBody"]["content"]
+    assert list(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]   # not JSON
     for page, assets in (("/", ("app.js", "style.css")), ("/docs", ("docs.js", "docs.css", "style.css"))):
         html = httpx.get(f"{server}{page}")
         assert html.status_code == 200 and "text/html" in html.headers["content-type"]

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -294,7 +294,8 @@ def create_app(settings: Settings | None = None, models: ServedModels | None = N
                 "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels,
                            "max_batch": settings.max_batch}}
 
-    @get_and_head("/metrics", summary="Prometheus text: requests, latency, errors, model time")
+    @get_and_head("/metrics", response_class=PlainTextResponse,   # documented as text, not as JSON
+                  summary="Prometheus text: requests, latency, errors, model time")
     async def prometheus() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

@@ -16,6 +16,7 @@ function setStatus(text, isError = false) {
 
 function selectMode(mode, focus = false) {
   state.mode = mode;
+  state.pending = null;        // a pick queued in the other tab was meant for that tab's model
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     const selected = tab.dataset.mode === mode;
     tab.setAttribute("aria-selected", String(selected));
@@ -36,10 +37,11 @@ function setupTabs() {
   tabs.forEach((tab, i) => {
     tab.addEventListener("click", () => selectMode(tab.dataset.mode));
     tab.addEventListener("keydown", (e) => {
-      const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
-      if (step) {
+      // the WAI-ARIA tabs pattern: arrows step round, Home and End go to the first and the last tab
+      const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[e.key];
+      if (to !== undefined) {
         e.preventDefault();
-        selectMode(tabs[(i + step + tabs.length) % tabs.length].dataset.mode, true);
+        selectMode(tabs[(to + tabs.length) % tabs.length].dataset.mode, true);
       }
     });
   });
@@ -143,11 +145,16 @@ function showAnswer(result, roundTripMs, mode) {
   }
 }
 
+const NOTHING_TO_READ = {
+  dropped: "Nothing to read: drop an image file (text and links cannot be read).",
+  pasted: "Nothing to read: paste an image (text cannot be read).",
+};
+
 // What a drop or paste brought: its first file, with a word on what was left, or a message for none.
 function readGiven(files, how) {
   const list = [...(files || [])];
   if (!list.length) {
-    if (how === "dropped") setStatus("Nothing to read: drop an image file (text and links cannot be read).", true);
+    setStatus(NOTHING_TO_READ[how], true);
     return;
   }
   const note = list.length > 1 ? ` (the first of ${list.length} ${how}: the page reads one image at a time)` : "";
@@ -203,6 +210,10 @@ async function read(file, note = "") {
   }
 }
 
+function isTextField(node) {
+  return node instanceof Element && (node.isContentEditable || node.matches("textarea, input:not([type=file])"));
+}
+
 function setupInputs() {
   for (const id of ["file", "camera"]) {
     $(id).addEventListener("change", (e) => {
@@ -211,14 +222,20 @@ function setupInputs() {
     });
   }
   const drop = $("drop");
-  for (const name of ["dragenter", "dragover"]) {
-    drop.addEventListener(name, (e) => { e.preventDefault(); drop.classList.add("over"); });
-  }
-  for (const name of ["dragleave", "drop"]) {
-    drop.addEventListener(name, (e) => { e.preventDefault(); drop.classList.remove("over"); });
-  }
-  drop.addEventListener("drop", (e) => readGiven(e.dataTransfer.files, "dropped"));
-  document.addEventListener("paste", (e) => readGiven(e.clipboardData?.files, "pasted"));
+  for (const name of ["dragenter", "dragover"]) drop.addEventListener(name, () => drop.classList.add("over"));
+  for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
+  // The whole page takes a drop, the zone only shows where: a file let go beside it would otherwise
+  // replace the page with the file. A drop on the zone bubbles up to here, so it is read once.
+  for (const name of ["dragenter", "dragover"]) document.addEventListener(name, (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    readGiven(e.dataTransfer?.files, "dropped");
+  });
+  document.addEventListener("paste", (e) => {
+    const files = e.clipboardData?.files;
+    if (!files?.length && isTextField(e.target)) return;   // text pasted into a field is for the field
+    readGiven(files, "pasted");
+  });
 }
 
 setupTabs();

@@ -41,9 +41,11 @@ function operation(spec, path, method, op) {
   }
   box.append(el("h3", {}, "Responses"));
   const rows = Object.entries(op.responses).map(([status, r]) => {
-    const schema = r.content?.["application/json"]?.schema;
+    // JSON goes without saying; any other media type (Prometheus text) is named
+    const bodies = Object.entries(r.content || {}).map(([type, media]) =>
+      (type === "application/json" ? "" : `${type}: `) + describe(spec, media.schema));
     return el("tr", {}, el("td", {}, status), el("td", {}, r.description || ""),
-      el("td", {}, el("code", {}, schema ? describe(spec, schema) : "")));
+      el("td", {}, el("code", {}, bodies.join(" | "))));
   });
   box.append(el("table", {}, ...rows));
   return box;
