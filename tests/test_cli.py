@@ -347,9 +347,15 @@ def bad_cases(tmp_path, crops, run):
 
 
 def test_bad_input_is_one_clear_line(compared, crops, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
     out, _ = compared
-    for args, message in bad_cases(tmp_path, crops, out / "cnn1"):
-        proc = housenum(*args, check=False)
+    cases = bad_cases(tmp_path, crops, out / "cnn1")
+    # each case is a process that spends most of its second or two importing torch: a few side by side
+    # (all are refused before they write anything, so they cannot get in each other's way)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        procs = list(pool.map(lambda case: housenum(*case[0], check=False), cases))
+    for (args, message), proc in zip(cases, procs):
         assert proc.returncode != 0, args
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
         assert message in proc.stderr, (args, proc.stderr)
