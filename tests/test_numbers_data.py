@@ -157,6 +157,18 @@ def test_a_name_that_is_no_file_beside_the_table_is_refused_in_one_line(tmp_path
             load_digit_struct(path)
 
 
+def test_a_box_field_of_text_is_refused_in_one_line(tmp_path, real_entries):
+    path = tmp_path / "digitStruct.mat"
+    write_digit_struct(path, [("1.png", real_entries[0][2][:1])])
+    with h5py.File(path, "r+") as f:   # the group keeps its address, so the table's reference to it holds
+        group = f[f["digitStruct/bbox"][0, 0]]
+        del group["label"]
+        group.create_dataset("label", data="7")
+    with pytest.raises(DataFormatError, match="entry 1 is not a name and bbox struct \\(its bbox field 'label' "
+                                              "holds text, not numbers\\)"):
+        load_digit_struct(path)
+
+
 def test_a_table_with_no_entries_is_refused(tmp_path):
     path = tmp_path / "digitStruct.mat"
     write_digit_struct(path, [])

@@ -353,7 +353,7 @@ def _same_entry(a: tuple[str, np.ndarray], b: tuple[str, np.ndarray]) -> bool:
 
 def _object_addresses(dataset: h5py.Dataset) -> np.ndarray:
     """An array of object references, as the header addresses they are (one read, no objects)."""
-    if dataset.dtype != h5py.ref_dtype:
+    if not _is_ref(dataset.dtype):
         raise TypeError("not object references")
     out = np.empty(dataset.shape, np.uint64)
     dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out, mtype=h5py.h5t.STD_REF_OBJ)
@@ -374,13 +374,27 @@ class _H5pyEntries:
             group = self.f[self.bbox[i]]
             cols = []
             for field in BOX_FIELDS:
-                values = group[field][()].reshape(-1)
-                if group[field].dtype == h5py.ref_dtype:
-                    values = np.array([self.f[r][()].reshape(-1)[0] for r in values])
-                cols.append(values.astype(np.float64))
+                values = group[field]
+                if _is_ref(values.dtype):   # several digits: a reference to each one's value
+                    values = [_numbers(self.f[r], field)[0] for r in values[()].reshape(-1)]
+                cols.append(_numbers(values, field) if isinstance(values, h5py.Dataset) else np.array(values))
             return name, np.stack(cols, axis=1)
         except (KeyError, ValueError, TypeError, OSError, AttributeError, OverflowError) as e:
             raise DataFormatError(f"{self.path}: entry {i + 1} is not a name and bbox struct ({e})") from None
+
+
+def _is_ref(dtype: np.dtype) -> bool:
+    """Object references, told apart from variable-length strings: both are numpy's object dtype,
+    which `==` compares without the metadata that differs."""
+    return h5py.check_dtype(ref=dtype) is not None
+
+
+def _numbers(dataset: h5py.Dataset, field: str) -> np.ndarray:
+    """A bbox field's values as floats; a string or struct there is no box."""
+    if dataset.dtype.kind not in "iuf":
+        held = "text" if dataset.dtype.kind in "SU" or h5py.check_string_dtype(dataset.dtype) else dataset.dtype
+        raise ValueError(f"its bbox field '{field}' holds {held}, not numbers")
+    return dataset[()].reshape(-1).astype(np.float64)
 
 
 def _chars(codes) -> str:
