@@ -65,9 +65,19 @@ def read_digit_checkpoint(path: Path) -> dict:
 
 
 def checkpoint_path(source: str | Path | None, default: Path = DEFAULT_DIGIT_MODEL, what: str = "digit model",
-                    shipped: dict[str, Path] | None = None) -> Path:
+                    shipped: dict[str, Path] | None = None, option: str | None = None) -> Path:
     """A run folder means its best checkpoint (else its last); None means the shipped model, and
-    a name of `shipped` (default: the other shipped digit models) that is not a file here, that one."""
+    a name of `shipped` (default: the other shipped digit models) that is not a file here, that one.
+    `option` (e.g. "--init") starts an error's message, to say which setting named the folder."""
+    try:
+        return _find_checkpoint(source, default, what, shipped)
+    except ModelError as e:
+        if option is None:
+            raise
+        raise ModelError(f"{option} {e}") from None
+
+
+def _find_checkpoint(source, default: Path, what: str, shipped: dict[str, Path] | None) -> Path:
     shipped = SHIPPED_DIGIT_MODELS if shipped is None else shipped
     if source is not None and not isinstance(source, (str, os.PathLike)):
         raise ModelError(f"a {what} is given as a run folder, a .pt file or a shipped name, not a "
@@ -163,7 +173,7 @@ def clear_old_run(run_dir: Path) -> None:
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
     for path in run_dir.glob("*.onnx*"):   # its exports (best.onnx, best.int8.onnx, best.loc.onnx, .onnx.data)
-        if path.name.split(".")[0] in ("best", "last") and path.name.endswith((".onnx", ".onnx.data")):
+        if path.name.startswith(("best.", "last.")) and path.name.endswith((".onnx", ".onnx.data")):
             path.unlink(missing_ok=True)
     for name in EVAL_FILES:   # the old model's evaluation, which would read as the new one's
         (run_dir / "eval" / name).unlink(missing_ok=True)

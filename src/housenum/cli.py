@@ -294,10 +294,14 @@ RESUME_OPTIONS = ("resume", "epochs", "device")
 READER_RESUME_OPTIONS = ("resume", "device", "threads")
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was on the command line (by name: typer may bring its own copy of click
+    and its ParameterSource)."""
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+
 def _refuse_with_resume(ctx: typer.Context, allowed: tuple[str, ...] = RESUME_OPTIONS) -> None:
-    # by name: typer may bring its own copy of click and its ParameterSource
-    given = [p for p in ctx.command.params if p.name not in allowed
-             and getattr(ctx.get_parameter_source(p.name), "name", None) == "COMMANDLINE"]
+    given = [p for p in ctx.command.params if p.name not in allowed and _given(ctx, p.name)]
     if given:
         flags = ", ".join(p.opts[0] for p in given)
         may = " and ".join(f"--{name}" for name in allowed if name != "resume")
@@ -307,10 +311,8 @@ def _refuse_with_resume(ctx: typer.Context, allowed: tuple[str, ...] = RESUME_OP
 
 def _refuse_both(ctx: typer.Context, first: str, second: str, why: str) -> None:
     """Two options given on the command line where one would silently win over the other."""
-    given = [name for name in (first, second)
-             if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
-    if len(given) == 2:
-        flags = [f"--{name.replace('_', '-')}" for name in given]
+    if _given(ctx, first) and _given(ctx, second):
+        flags = [f"--{name.replace('_', '-')}" for name in (first, second)]
         raise ModelError(f"{flags[0]} and {flags[1]} cannot be given together: {why}")
 
 
@@ -388,9 +390,10 @@ def train_cmd(
                       sam=sam, schedule=schedule, device=device, precision=precision,
                       init=str(init) if init else None)
     if resume is None:   # a bad setting is refused before anything is said about the run folder
-        pick_device(cfg.resolved().device)
-        if cfg.init:
-            initial_checkpoint(cfg.resolved())
+        resolved = cfg.resolved()
+        pick_device(resolved.device)
+        if resolved.init:
+            initial_checkpoint(resolved)
     main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun, one line from rank 0, not one per rank
     with _ctrl_c_says_what_is_kept(run_dir, "train", resume is not None,
                                    first="the first epoch finished", last="the last finished epoch"):

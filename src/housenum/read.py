@@ -211,11 +211,11 @@ def build_nets(state: dict, path: Path) -> tuple[torch.nn.Module, torch.nn.Modul
     return localizer.eval(), reader.eval()
 
 
-def reader_checkpoint_path(model: str | Path | None) -> Path:
+def reader_checkpoint_path(model: str | Path | None, option: str | None = None) -> Path:
     """None: the shipped reader; a run folder: its best.pt (else last.pt); or a .pt file."""
     from housenum.checkpoint import checkpoint_path
 
-    return checkpoint_path(model, default=DEFAULT_READER, what="reader", shipped={})
+    return checkpoint_path(model, default=DEFAULT_READER, what="reader", shipped={}, option=option)
 
 
 class NumberReader:

@@ -364,10 +364,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, use_am
 def initial_checkpoint(cfg: TrainConfig) -> tuple[Path, dict]:
     """The checkpoint `--init` names, read and checked: its model and channels must be this run's
     (`cfg` resolved). The CLI calls it before saying an old run will be replaced."""
-    try:
-        path = checkpoint_path(cfg.init)
-    except ModelError as e:   # "runs/x: run folder has no best.pt": which option gave the folder
-        raise ModelError(f"--init {e}") from None
+    path = checkpoint_path(cfg.init, option="--init")
     state = read_digit_checkpoint(path)
     if (state.get("model"), state.get("channels")) != (cfg.model, cfg.channels):
         raise ModelError(f"{path}: --init holds a {state.get('model')} with {state.get('channels')} channel(s); "

@@ -560,10 +560,7 @@ def train_reader(cfg: ReaderTrainConfig, run_dir: str | Path, *, photos: NumberS
     if cfg.init:   # read before the data, which can take minutes to build, so a wrong --init is refused at once
         from housenum.read import build_nets, read_reader_checkpoint, reader_checkpoint_path
 
-        try:
-            init_path = reader_checkpoint_path(cfg.init)
-        except ModelError as e:   # "runs/x: run folder has no best.pt": which option gave the folder
-            raise ModelError(f"--init {e}") from None
+        init_path = reader_checkpoint_path(cfg.init, option="--init")
         init_state = read_reader_checkpoint(init_path)
         init_localizer, init_reader = build_nets(init_state, init_path)
 

@@ -374,10 +374,11 @@ class _H5pyEntries:
             group = self.f[self.bbox[i]]
             cols = []
             for field in BOX_FIELDS:
-                values = group[field]
-                if _is_ref(values.dtype):   # several digits: a reference to each one's value
-                    values = [_numbers(self.f[r], field)[0] for r in values[()].reshape(-1)]
-                cols.append(_numbers(values, field) if isinstance(values, h5py.Dataset) else np.array(values))
+                dataset = group[field]
+                if _is_ref(dataset.dtype):   # several digits: a reference to each one's value
+                    cols.append(np.array([_numbers(self.f[r], field)[0] for r in dataset[()].reshape(-1)]))
+                else:
+                    cols.append(_numbers(dataset, field))
             return name, np.stack(cols, axis=1)
         except (KeyError, ValueError, TypeError, OSError, AttributeError, OverflowError) as e:
             raise DataFormatError(f"{self.path}: entry {i + 1} is not a name and bbox struct ({e})") from None
